@@ -1,0 +1,186 @@
+/**
+ * Sampling continuations of one prompt through the engine's KV-cached session.
+ *
+ * A batch of B samples shares one prefilled prompt: the prompt's tokens are appended once as a
+ * chain of rows, and every sample's first token is drawn from the prompt's last row. Each
+ * decode step then makes one `sample` call for all live samples (the LM head and the draw) and
+ * one `append` of their new tokens, each row naming its own sample's previous row as parent, so
+ * the B chains share the prompt's cached keys and values and never see each other.
+ *
+ * Draws are counter-based: token t of sample i comes from the uniform (seed, stream = i, step = t),
+ * so the same seed gives the same samples whatever the batch size and on any device.
+ */
+import { InvalidArgumentError, nativeCall } from '../errors.js';
+import type { Adapter } from '../model/adapter.js';
+import type { Model } from '../model/model.js';
+import type { ChatMessage } from '../tokenizer/index.js';
+
+export interface SampleOptions {
+  /** How many samples. */
+  n: number;
+  /** Softmax temperature (default 1, the paper's; 0 is greedy). */
+  temperature?: number;
+  /** Keep only the k most likely tokens (default 0: no limit). */
+  topK?: number;
+  /** Keep the smallest set of tokens holding this much probability (default 1: no limit). */
+  topP?: number;
+  /** Longest continuation, in tokens, the stop token included (default 64). */
+  maxTokens?: number;
+  /** Seed of the draws (default 0). */
+  seed?: number;
+  /** Sample from the model with this LoRA adapter. */
+  adapter?: Adapter;
+  /** Samples decoded together (default: as many as fit a 1 GiB KV cache, at most 256). */
+  batchSize?: number;
+  /** Called after every decode step with the samples finished and the tokens generated so far. */
+  onProgress?: (finishedSamples: number, generatedTokens: number) => void;
+}
+
+export type FinishReason = 'stop' | 'length';
+
+export interface TokenSample {
+  /** The generated token ids, without the stop token. */
+  tokens: number[];
+  /** 'stop' at an end-of-sequence or end-of-turn token, 'length' at maxTokens. */
+  finishReason: FinishReason;
+  /** log pθ of the continuation at temperature 1, unfiltered, the stop token included (nats). */
+  logProb: number;
+}
+
+export interface TokenSampling {
+  samples: TokenSample[];
+  promptTokens: number;
+  /** Tokens drawn, stop tokens included. */
+  generatedTokens: number;
+  /** Wall time of the prefill and decode, seconds. */
+  seconds: number;
+}
+
+export interface TextSample extends TokenSample {
+  /** The decoded continuation, special tokens left out. */
+  text: string;
+}
+
+export interface Sampling extends Omit<TokenSampling, 'samples'> {
+  samples: TextSample[];
+}
+
+interface CheckedOptions {
+  n: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  maxTokens: number;
+  seed: number;
+  batchSize: number;
+}
+
+const KV_BUDGET_BYTES = 1 << 30;
+const MAX_DEFAULT_BATCH = 256;
+
+function checkOptions(model: Model, promptLength: number, o: SampleOptions): CheckedOptions {
+  const int = (value: number, name: string, min: number) => {
+    if (!Number.isSafeInteger(value) || value < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}, not ${value}`);
+    return value;
+  };
+  const n = int(o.n, 'the number of samples', 1);
+  if (n > 0xffffffff) throw new InvalidArgumentError(`at most 2^32 samples can be drawn, not ${n}`);
+  const temperature = o.temperature ?? 1;
+  if (!Number.isFinite(temperature) || temperature < 0) throw new InvalidArgumentError(`temperature must be a finite number ≥ 0, not ${temperature}`);
+  const topK = int(o.topK ?? 0, 'topK', 0);
+  const topP = o.topP ?? 1;
+  if (!(topP > 0 && topP <= 1)) throw new InvalidArgumentError(`topP must be in (0, 1], not ${topP}`);
+  const maxTokens = int(o.maxTokens ?? 64, 'maxTokens', 1);
+  const seed = int(o.seed ?? 0, 'seed', 0);
+  if (promptLength === 0) throw new InvalidArgumentError('the prompt has no tokens');
+  const c = model.config;
+  // fp32 keys and values of every layer plus the final hidden state, per cached row.
+  const bytesPerRow = 4 * (2 * c.numLayers * c.numKvHeads * c.headDim + c.hiddenSize);
+  const fitting = Math.floor(KV_BUDGET_BYTES / (bytesPerRow * maxTokens));
+  const batchSize = o.batchSize === undefined ? Math.min(n, MAX_DEFAULT_BATCH, Math.max(1, fitting)) : int(o.batchSize, 'batchSize', 1);
+  return { n, temperature, topK, topP, maxTokens, seed, batchSize };
+}
+
+/**
+ * Samples `n` continuations of the token sequence `promptTokens`, each ending at the first of
+ * `stopTokens` or after `maxTokens` tokens.
+ */
+export async function sampleTokens(model: Model, promptTokens: readonly number[], stopTokens: readonly number[], options: SampleOptions): Promise<TokenSampling> {
+  const o = checkOptions(model, promptTokens.length, options);
+  const stop = new Set(stopTokens);
+  const params = { temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed };
+  const P = promptTokens.length;
+  const batch = Math.min(o.batchSize, o.n);
+  const adapterNative = options.adapter ? adapterOf(model, options.adapter) : undefined;
+  const started = performance.now();
+  const session = await nativeCall(() => model.live().createSession({ adapter: adapterNative, capacity: P + batch * (o.maxTokens - 1) }));
+  const samples: TokenSample[] = [];
+  let generatedTokens = 0;
+  try {
+    const promptParents = Int32Array.from(promptTokens, (_, i) => i - 1);
+    for (let first = 0; first < o.n; first += batch) {
+      const size = Math.min(batch, o.n - first);
+      if (first > 0) await nativeCall(() => session.reset());
+      await nativeCall(() => session.append(Int32Array.from(promptTokens), promptParents));
+      const own: TokenSample[] = Array.from({ length: size }, () => ({ tokens: [], finishReason: 'length', logProb: 0 }));
+      // Live samples: their index in the batch and the session row their next token is drawn from.
+      let live = Array.from({ length: size }, (_, i) => i);
+      let rows = new Int32Array(size).fill(P - 1);
+      for (let step = 0; live.length > 0; step++) {
+        const streams = Uint32Array.from(live, (i) => first + i);
+        const drawn = await nativeCall(() => session.sample(rows, streams, { ...params, step }));
+        generatedTokens += live.length;
+        const next: number[] = [];
+        const nextTokens: number[] = [];
+        const nextParents: number[] = [];
+        live.forEach((i, j) => {
+          const token = drawn.tokens[j];
+          const s = own[i];
+          s.logProb += drawn.logProbs[j];
+          if (stop.has(token)) {
+            s.finishReason = 'stop';
+            return;
+          }
+          s.tokens.push(token);
+          if (s.tokens.length >= o.maxTokens) return;
+          next.push(i);
+          nextTokens.push(token);
+          nextParents.push(rows[j]);
+        });
+        live = next;
+        if (live.length > 0) {
+          const firstRow = await nativeCall(() => session.append(Int32Array.from(nextTokens), Int32Array.from(nextParents)));
+          rows = Int32Array.from(live, (_, j) => firstRow + j);
+        }
+        options.onProgress?.(samples.length + size - live.length, generatedTokens);
+      }
+      samples.push(...own);
+    }
+  } finally {
+    session.dispose();
+  }
+  return { samples, promptTokens: P, generatedTokens, seconds: (performance.now() - started) / 1000 };
+}
+
+/** The tokens that end a sample: the tokenizer's end of sequence and end of turn. */
+export function stopTokensOf(model: Model): number[] {
+  const t = model.tokenizer;
+  return [...new Set([t.eosTokenId, t.endOfTurnId].filter((id): id is number => id !== undefined))];
+}
+
+/**
+ * Samples `n` answers of the model to a user message (or a chat), rendered with the model's
+ * chat template and its generation prompt, as the paper's code does.
+ */
+export async function sample(model: Model, prompt: string | ChatMessage[], options: SampleOptions): Promise<Sampling> {
+  const messages: ChatMessage[] = typeof prompt === 'string' ? [{ role: 'user', content: prompt }] : prompt;
+  const tokenizer = model.tokenizer;
+  const promptTokens = tokenizer.encodeChat(messages, { addGenerationPrompt: true });
+  const result = await sampleTokens(model, promptTokens, stopTokensOf(model), options);
+  return { ...result, samples: result.samples.map((s) => ({ ...s, text: tokenizer.decode(s.tokens, { skipSpecialTokens: true }) })) };
+}
+
+function adapterOf(model: Model, adapter: Adapter) {
+  if (adapter.owner !== model) throw new InvalidArgumentError('this adapter was created by another model');
+  return adapter.native;
+}
