@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'DISPOSED'
   | 'TASK'
   | 'CONFIG'
+  | 'DIVERGED'
   | 'INTERNAL';
 
 export class DiffuseError extends Error {

@@ -26,6 +26,8 @@ export {
   type TrieBatch,
 } from './targets/target-set.js';
 export * from './tasks/index.js';
+export * from './train/index.js';
+export * from './adapters/index.js';
 export { Progress, type ProgressMode, type ProgressOptions } from './progress.js';
 export {
   DiffuseError,

@@ -116,6 +116,7 @@ export class ProgressTask {
   private lastUpdate: number;
   private lastOutput = -Infinity;
   private finished = false;
+  private note: string | undefined;
 
   constructor(progress: Progress, label: string, options: TaskOptions) {
     this.progress = progress;
@@ -142,6 +143,11 @@ export class ProgressTask {
     if (now - this.samples[this.samples.length - 1][0] >= sampleSpacingMs) this.samples.push([now, count]);
     while (this.samples.length > 1 && now - this.samples[1][0] >= rateWindowMs) this.samples.shift();
     this.output(false);
+  }
+
+  /** A short note shown after the status (a loss, say); it appears with the next update. */
+  detail(note: string): void {
+    this.note = note;
   }
 
   /** Adds to the count. */
@@ -207,7 +213,7 @@ export class ProgressTask {
     } else parts.push(formatCount(this.count, this.unit));
     if (rate !== undefined) parts.push(formatRate(rate, this.unit));
     if (eta !== undefined) parts.push(`ETA ${formatDuration(eta)}`);
-    return parts.join(', ');
+    return parts.join(', ') + (this.note ? ` · ${this.note}` : '');
   }
 
   /** "label [########------] 45% 42.1 MB/93.8 MB, 3.1 MB/s, ETA 0:17", fitted to the terminal. */
@@ -215,11 +221,12 @@ export class ProgressTask {
     const status = this.renderStatus();
     const columns = this.progress.columns;
     // Room for the status as it usually grows (rate and ETA appear), so the bar keeps its width.
-    const room = columns - 1 - this.label.length - Math.max(status.length, 44) - 4;
+    const noteLength = this.note ? this.note.length + 3 : 0;
+    const room = columns - 1 - this.label.length - Math.max(status.length - noteLength, 44) - 4;
     if (this.total === undefined || this.total <= 0 || room < 10) return `${this.label} ${status}`.slice(0, columns - 1);
     const width = Math.min(40, room);
     const filled = Math.round((width * Math.min(this.count, this.total)) / this.total);
-    return `${this.label} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${status}`;
+    return `${this.label} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${status}`.slice(0, columns - 1);
   }
 }
 

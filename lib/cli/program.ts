@@ -5,7 +5,9 @@
 import { Command } from 'commander';
 
 import { registerLogprobs } from './commands/logprobs.js';
+import { registerMerge } from './commands/merge.js';
 import { registerTasks } from './commands/tasks.js';
+import { registerTrain } from './commands/train.js';
 import { packageVersion } from './common.js';
 
 export function buildProgram(): Command {
@@ -15,6 +17,8 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .configureHelp({ sortSubcommands: false });
   registerLogprobs(program);
+  registerTrain(program);
+  registerMerge(program);
   registerTasks(program);
   return program;
 }

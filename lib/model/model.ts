@@ -14,6 +14,7 @@ import {
   type TrieBatch,
 } from '../targets/target-set.js';
 import type { Tokenizer } from '../tokenizer/index.js';
+import { loadAdapter, type LoadAdapterOptions } from '../adapters/peft.js';
 import { Adapter, checkAdapterOptions, type AdapterOptions } from './adapter.js';
 
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
@@ -159,6 +160,11 @@ export class Model {
   createAdapter(options: AdapterOptions = {}): Promise<Adapter> {
     const o = checkAdapterOptions(options);
     return nativeCall(async () => new Adapter(await this.live().createAdapter(o), this, o.targetModules));
+  }
+
+  /** Loads a LoRA adapter saved in Hugging Face PEFT layout (by diffuse or by PEFT). */
+  loadAdapter(dir: string, options: LoadAdapterOptions = {}): Promise<Adapter> {
+    return loadAdapter(this, dir, options);
   }
 
   /**

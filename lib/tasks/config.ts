@@ -71,14 +71,18 @@ export interface TrainConfig {
   objective: Objective;
   /** `device`: auto, cpu, cuda or cuda:N (default auto: a GPU when there is one). */
   device: Device;
-  /** `seed`: for the adapter's initialisation and any sampling, 0 ≤ seed < 2^32 (default 0). */
+  /** `seed`: for the adapter's initialisation, the prompt order of each pass and any sampling, 0 ≤ seed < 2^32 (default 0). */
   seed: number;
   /** `warmup_steps`: optimiser steps of linear learning-rate warmup from 0 (default 0, as the reference). */
   warmupSteps: number;
   /** `schedule`: the learning rate after warmup, constant (the reference) or cosine decay to 0 (default constant). */
   schedule: 'constant' | 'cosine';
-  /** `steps_per`: one optimiser step per prompt, accumulating over its batches (the reference), or per batch (default prompt). */
-  stepsPer: 'prompt' | 'batch';
+  /**
+   * `prompts_per_step`: prompts per optimiser step (default 1: one step per prompt, every target of
+   * the prompt in it, as the reference accumulates its target batches); N > 1 averages the
+   * gradients of N prompts, one engine step over their tries.
+   */
+  promptsPerStep: number;
   /** `generate`: sample from the test prompts after training (default true, as the reference). */
   generate: boolean;
 }
@@ -190,7 +194,7 @@ class Mapping {
 
 const topKeys = [
   'model', 'train_prompts', 'test_prompts', 'alg_config', 'load_model', 'ckpt_dir', 'output_dir',
-  'lora', 'lr', 'objective', 'gem', 'device', 'seed', 'warmup_steps', 'schedule', 'steps_per', 'generate',
+  'lora', 'lr', 'objective', 'gem', 'device', 'seed', 'warmup_steps', 'schedule', 'prompts_per_step', 'generate',
 ];
 
 /** Candidate bases for a relative prompt path: the current directory, then the config's directory and its ancestors. */
@@ -303,7 +307,7 @@ export async function loadTrainConfig(path: string, options: ConfigOptions = {})
     seed: top.integer('seed', 0, 0, 0xffffffff),
     warmupSteps: top.integer('warmup_steps', 0, 0),
     schedule: top.choice('schedule', ['constant', 'cosine'] as const, 'constant'),
-    stepsPer: top.choice('steps_per', ['prompt', 'batch'] as const, 'prompt'),
+    promptsPerStep: top.integer('prompts_per_step', 1, 1),
     generate: top.boolean('generate', true),
   };
 }

@@ -183,3 +183,22 @@ export function referenceLoss(m: ReferenceWeights, batch: NativeBatch, lora?: Re
 }
 
 export { moduleNames };
+
+/**
+ * The full log-softmax over the vocabulary at each edge's row, in float64: out[e][v] =
+ * log softmax(z_{edgeRows[e]})[v]. Differences of these are differences of logits
+ * (z_v − z_y = out[e][v] − out[e][y]), all the objectives need.
+ */
+export function referenceRowLogProbs(m: ReferenceWeights, batch: NativeBatch, lora?: ReferenceLora): Float64Array[] {
+  const V = m.config.vocabSize;
+  const E = batch.edgeRows.length;
+  const edgeRows = new Int32Array(E * V);
+  const edgeTokens = new Int32Array(E * V);
+  for (let e = 0; e < E; e++)
+    for (let v = 0; v < V; v++) {
+      edgeRows[e * V + v] = batch.edgeRows[e];
+      edgeTokens[e * V + v] = v;
+    }
+  const all = referenceEdgeLogProbs(m, { ...batch, edgeRows, edgeTokens, edgeWeights: undefined }, lora);
+  return Array.from({ length: E }, (_, e) => all.subarray(e * V, (e + 1) * V));
+}

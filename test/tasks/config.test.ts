@@ -79,7 +79,7 @@ const ourDefaults = {
   seed: 0,
   warmupSteps: 0,
   schedule: 'constant',
-  stepsPer: 'prompt',
+  promptsPerStep: 1,
   generate: true,
 };
 
@@ -143,7 +143,7 @@ describe('our own keys', () => {
         'seed: 4294967295',
         'warmup_steps: 10',
         'schedule: cosine',
-        'steps_per: batch',
+        'prompts_per_step: 3',
         'generate: false',
         'output_dir: results/x',
       ].join('\n'),
@@ -163,7 +163,7 @@ describe('our own keys', () => {
       seed: 4294967295,
       warmupSteps: 10,
       schedule: 'cosine',
-      stepsPer: 'batch',
+      promptsPerStep: 3,
       generate: false,
     });
   });
@@ -231,7 +231,7 @@ describe('bad configs', () => {
     ['a seed too large', `${base}seed: 4294967296\n`, 'seed', /0 to 4294967295/],
     ['fractional warmup', `${base}warmup_steps: 1.5\n`, 'warmup_steps', /whole number/],
     ['an unknown schedule', `${base}schedule: linear\n`, 'schedule', /constant, cosine/],
-    ['an unknown steps_per', `${base}steps_per: epoch\n`, 'steps_per', /prompt, batch/],
+    ['zero prompts per step', `${base}prompts_per_step: 0\n`, 'prompts_per_step', /at least 1|from 1/],
     ['generate no', `${base}generate: no\n`, 'generate', /true or false/],
   ];
   test.each(cases)('%s', async (_name, text, field, problem) => {

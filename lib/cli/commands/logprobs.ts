@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 
 import { InvalidArgumentError } from '../../errors.js';
+import type { Adapter } from '../../model/adapter.js';
 import type { TargetDistribution } from '../../model/model.js';
 import type { TargetRequest } from '../../targets/target-set.js';
 import { loadTasks } from '../../tasks/index.js';
@@ -17,6 +18,7 @@ interface LogprobsOptions extends ModelOptions {
   weights?: number[];
   response?: string[];
   eos: boolean;
+  adapter?: string;
   json?: boolean;
 }
 
@@ -60,21 +62,25 @@ export function registerLogprobs(program: Command): void {
       .option('--weights <w...>', 'desired probabilities of --targets (default uniform)', (v, prev: number[] = []) => [...prev, parseNumber(v, '--weights')])
       .option('--response <text...>', 'text the answer starts with (several are averaged)')
       .option('--no-eos', 'do not end targets with the end-of-turn token')
+      .option('--adapter <dir>', 'a LoRA adapter directory (PEFT layout) to apply')
       .option('--json', 'print one JSON object instead of tables'),
   ).action(async (o: LogprobsOptions) => {
     const tasks = await promptsFromOptions(o);
     const model = await loadCliModel(o, Boolean(o.json));
+    let adapter: Adapter | undefined;
     try {
+      if (o.adapter) adapter = await model.loadAdapter(o.adapter);
       const results: { task: string; distribution: TargetDistribution }[] = [];
       const warn = (m: string) => process.stderr.write(`diffuse: warning: ${m}\n`);
       for (const task of tasks) {
-        const distributions = await model.targetDistributions(task.prompts, { warn });
+        const distributions = await model.targetDistributions(task.prompts, { adapter, warn });
         distributions.forEach((distribution, i) => results.push({ task: task.prompts.length > 1 ? `${task.name}#${i}` : task.name, distribution }));
       }
       if (o.json) {
         const json = {
           model: o.model,
           device: model.device,
+          adapter: o.adapter ?? null,
           tasks: results.map(({ task, distribution: d }) => ({
             task,
             request: d.request,
@@ -95,6 +101,7 @@ export function registerLogprobs(program: Command): void {
         }
       }
     } finally {
+      adapter?.dispose();
       model.dispose();
     }
   });

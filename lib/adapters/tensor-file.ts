@@ -1,0 +1,30 @@
+/**
+ * Reading whole tensors out of a safetensors file as f32 (F32 copied, F16 and BF16 widened, by
+ * the addon's dequantizer). The header comes from lib/formats/safetensors.ts, which has
+ * already checked every offset against the file's size.
+ */
+import { ModelFormatError, UnsupportedError } from '../errors.js';
+import { openRegularFile, readAt } from '../formats/open-file.js';
+import type { SafetensorsFile } from '../formats/safetensors.js';
+import { native } from '../native.js';
+
+/** The values of the named tensors of `file`, widened to f32. */
+export async function readTensorsF32(file: SafetensorsFile, names: string[]): Promise<Map<string, Float32Array>> {
+  const out = new Map<string, Float32Array>();
+  const { handle } = await openRegularFile(file.path, 'safetensors file');
+  try {
+    for (const name of names) {
+      const t = file.tensors.get(name);
+      if (!t) throw new ModelFormatError(file.path, `tensor '${name}'`, 'is missing');
+      if (!['F32', 'F16', 'BF16'].includes(t.dtype))
+        throw new UnsupportedError(`${file.path}: tensor '${name}' is stored as ${t.dtype}; only F32, F16 and BF16 can be read`);
+      const count = t.shape.reduce((a, b) => a * b, 1);
+      const bytes = await readAt(handle, t.offset, t.byteLength);
+      if (bytes.length < t.byteLength) throw new ModelFormatError(file.path, `tensor '${name}'`, 'ends past the end of the file; it is truncated');
+      out.set(name, native().dequantize(t.dtype, bytes, count));
+    }
+  } finally {
+    await handle.close();
+  }
+  return out;
+}

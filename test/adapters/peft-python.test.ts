@@ -1,0 +1,118 @@
+/**
+ * Our adapters in Hugging Face's own stack: PEFT loads an adapter we saved onto transformers'
+ * SmolLM2-135M-Instruct (from the same GGUF, via gguf_file=) and reproduces our target
+ * log-probabilities; transformers loads the merged directory (weights, config, tokenizer) and
+ * reproduces them too; and an adapter PEFT itself wrote (bfloat16, rsLoRA) loads onto our
+ * model with the log-probabilities PEFT gives. Runs tools/reference/peft_logprobs.py with
+ * $DIFFUSE_PYTHON, else $DIFFUSE_HOME/pyenv/bin/python; skipped, saying why, when neither has
+ * torch, transformers, peft and gguf.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+
+import { mergeAdapter } from '../../lib/adapters/merge.js';
+import { loadAdapter, saveAdapter } from '../../lib/adapters/peft.js';
+import { readSafetensors } from '../../lib/formats/safetensors.js';
+import { ensureDefaultModel, diffuseHome } from '../../lib/model/default-model.js';
+import { loadModel } from '../../lib/model/load.js';
+import type { Model, TargetDistribution } from '../../lib/model/model.js';
+import { packageRoot } from '../../lib/native.js';
+import { Progress } from '../../lib/progress.js';
+import { randomiseB } from '../train/tiny-training.js';
+
+function findPython(): { python?: string; reason: string } {
+  const candidates = process.env.DIFFUSE_PYTHON ? [process.env.DIFFUSE_PYTHON] : [join(diffuseHome(), 'pyenv', 'bin', 'python')];
+  for (const python of candidates) {
+    if (!existsSync(python)) continue;
+    const probe = spawnSync(python, ['-c', 'import torch, transformers, peft, gguf'], { encoding: 'utf8' });
+    if (probe.status === 0) return { python, reason: '' };
+    return { reason: `${python} lacks torch, transformers, peft or gguf (${probe.stderr.trim().split('\n').pop()})` };
+  }
+  return { reason: `no Python with peft: set DIFFUSE_PYTHON or create ${join(diffuseHome(), 'pyenv')}` };
+}
+
+const { python, reason } = findPython();
+const describeWithPython = python ? describe : describe.skip;
+
+interface Reference {
+  base_logprobs: number[];
+  logprobs?: number[];
+  chat_ids?: number[];
+  peft_adapter_logprobs?: number[];
+}
+
+function reference(requests: object[]): Reference[] {
+  const out = execFileSync(python!, [join(packageRoot, 'tools', 'reference', 'peft_logprobs.py')], {
+    input: JSON.stringify(requests),
+    maxBuffer: 1 << 24,
+    stdio: ['pipe', 'pipe', 'ignore'],
+  });
+  return JSON.parse(out.toString()) as Reference[];
+}
+
+const request = { request: 'Pick a random number between 1 and 10. Answer with the number only.', targets: ['1', '2', '3', '4', '5', '6', '7', '8', '9', '10'] };
+
+describeWithPython(`PEFT and transformers on our adapters${python ? '' : ` (skipped: ${reason})`}`, () => {
+  let dir: string;
+  let gguf: string;
+  let model: Model;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'diffuse-peft-py-'));
+    gguf = await ensureDefaultModel({ progress: new Progress({ mode: 'silent' }) });
+    model = await loadModel(gguf);
+  });
+  afterAll(async () => {
+    model?.dispose();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('PEFT reproduces our adapter, transformers our merged model, and we reproduce PEFT’s own adapter', async () => {
+    const adapter = await model.createAdapter({ seed: 3 });
+    await randomiseB(adapter, 4, 0.05);
+    await saveAdapter(adapter, join(dir, 'adapter'), { baseModel: 'HuggingFaceTB/SmolLM2-135M-Instruct' });
+    const [prompt] = model.prepare([request]);
+    const sequences = prompt.sequences.map((s) => [prompt.promptTokens, s.tokens]);
+    const logprobs = (d: TargetDistribution) => d.targets.map((t) => t.logprob);
+    const ours = logprobs(await model.targetLogProbs(request, { adapter }));
+    const oursBase = logprobs(await model.targetLogProbs(request));
+
+    // BF16 halves what is written and read; both sides load the same BF16 weights.
+    await mergeAdapter(gguf, join(dir, 'adapter'), join(dir, 'merged'), { dtype: 'BF16' });
+    const merged = await loadModel(join(dir, 'merged'));
+    const [mergedPrompt] = merged.prepare([request]);
+    expect(mergedPrompt.promptTokens).toEqual(prompt.promptTokens);
+    const oursMerged = logprobs(await merged.targetLogProbs(request));
+
+    const [peft, hf] = reference([
+      {
+        model: dirname(gguf),
+        gguf_file: basename(gguf),
+        adapter: join(dir, 'adapter'),
+        sequences,
+        peft_adapter: { dir: join(dir, 'peft-written'), r: 2, lora_alpha: 0.5, target_modules: ['q_proj', 'v_proj', 'down_proj'], use_rslora: true, seed: 0 },
+      },
+      { model: join(dir, 'merged'), sequences, chat: [{ role: 'user', content: request.request }] },
+    ]);
+    ours.forEach((x, i) => expect(Math.abs(x - peft.logprobs![i])).toBeLessThan(2e-3));
+    oursBase.forEach((x, i) => expect(Math.abs(x - peft.base_logprobs[i])).toBeLessThan(2e-3));
+    // The adapter matters, so matching with it applied is not matching without it.
+    expect(Math.max(...ours.map((x, i) => Math.abs(x - oursBase[i])))).toBeGreaterThan(0.05);
+    expect(hf.chat_ids).toEqual(prompt.promptTokens);
+    oursMerged.forEach((x, i) => expect(Math.abs(x - hf.base_logprobs[i])).toBeLessThan(2e-3));
+
+    // And an adapter PEFT wrote (bfloat16, rsLoRA) loads onto our model with PEFT's outputs.
+    const written = await readSafetensors(join(dir, 'peft-written', 'adapter_model.safetensors'));
+    expect(new Set([...written.tensors.values()].map((t) => t.dtype))).toEqual(new Set(['BF16']));
+    const theirs = await loadAdapter(model, join(dir, 'peft-written'));
+    expect(theirs.targetModules).toEqual(['q_proj', 'v_proj', 'down_proj']);
+    const oursUnderTheirs = logprobs(await model.targetLogProbs(request, { adapter: theirs }));
+    oursUnderTheirs.forEach((x, i) => expect(Math.abs(x - peft.peft_adapter_logprobs![i])).toBeLessThan(2e-3));
+    expect(Math.max(...oursUnderTheirs.map((x, i) => Math.abs(x - oursBase[i])))).toBeGreaterThan(0.05);
+    theirs.dispose();
+    merged.dispose();
+    adapter.dispose();
+  }, 600_000);
+});
