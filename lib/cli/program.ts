@@ -4,6 +4,7 @@
  */
 import { Command } from 'commander';
 
+import { registerEval } from './commands/eval.js';
 import { registerLogprobs } from './commands/logprobs.js';
 import { registerMerge } from './commands/merge.js';
 import { registerTasks } from './commands/tasks.js';
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
     .configureHelp({ sortSubcommands: false });
   registerLogprobs(program);
   registerTrain(program);
+  registerEval(program);
   registerMerge(program);
   registerTasks(program);
   return program;
