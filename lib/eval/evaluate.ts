@@ -82,6 +82,8 @@ export interface TaskSampled {
   n: number;
   /** Means over the task's prompts, with joint bootstrap intervals. */
   coverage: number;
+  /** Mean distinct answers in the target set, when every prompt has one. */
+  targetCoverage?: number;
   entropy: number;
   validRate: number;
   parsedRate: number;
@@ -166,6 +168,7 @@ function taskSampled(prompts: PromptEvaluation[], reps: SampledReplicates[]): Ta
       unigramDiversity: unigramDiversity.interval,
     },
   };
+  if (sampled.every((s) => s.targetCoverage !== undefined)) out.targetCoverage = mean(sampled.map((s) => s.targetCoverage!));
   if (sampled.length === 1 && sampled[0].fields) out.fields = sampled[0].fields;
   return out;
 }

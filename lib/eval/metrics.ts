@@ -127,6 +127,8 @@ export interface SampledMetrics {
   fields?: FieldMetrics[];
   /** Normalised unigram diversity of the biographies' accomplishment sentences. */
   accomplishmentDiversity?: number;
+  /** Share of samples that are whole biographies: all six {…} fields. */
+  completeBiographies?: number;
 }
 
 /** Lower-cased words (runs of letters, digits and apostrophes). */
@@ -288,6 +290,7 @@ export function sampledMetricsWithReplicates(
     const bios = texts.map(parseBiography);
     metrics.fields = biographyFieldMetrics(bios, resamples);
     metrics.accomplishmentDiversity = unigramDiversity(bios.flatMap((b) => (b.accomplishments ? [b.accomplishments] : [])));
+    metrics.completeBiographies = n === 0 ? 0 : texts.filter((t) => braceGroups(t).length >= 6).length / n;
   }
   const perSample = parsed.map((answer, i) => (answer === undefined ? { valid: false } : { answer, valid: valid[i] === 1 }));
   return { metrics, replicates: reps, perSample };

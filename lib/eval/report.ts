@@ -178,9 +178,17 @@ const figures: Figure[] = [
   { name: 'KL(p*‖pθ)', kind: 'exact', higher: false, get: (t) => t.exact && { value: t.exact.kl }, format: (x) => num(x) },
   { name: 'outside the set', kind: 'exact', higher: false, get: (t) => t.exact && { value: t.exact.outsideMass }, format: pct },
   { name: 'coverage', kind: 'sampled', higher: true, get: (t) => t.sampled && { value: t.sampled.coverage, interval: t.sampled.intervals.coverage }, format: int },
+  { name: 'in the set', kind: 'sampled', higher: true, get: (t) => (t.sampled?.targetCoverage !== undefined ? { value: t.sampled.targetCoverage } : undefined), format: int },
   { name: 'entropy (nats)', kind: 'sampled', higher: true, get: (t) => t.sampled && { value: t.sampled.entropy, interval: t.sampled.intervals.entropy }, format: (x) => num(x) },
   { name: 'valid', kind: 'sampled', higher: true, get: (t) => t.sampled && { value: t.sampled.validRate, interval: t.sampled.intervals.validRate }, format: pct },
-  { name: 'unigram diversity', kind: 'sampled', higher: true, get: (t) => t.sampled && { value: t.sampled.unigramDiversity, interval: t.sampled.intervals.unigramDiversity }, format: (x) => num(x, 3) },
+  // Word variety measures open-ended text (the paper's biographies); over a target set it only counts the set's words.
+  {
+    name: 'unigram diversity',
+    kind: 'sampled',
+    higher: true,
+    get: (t) => (t.sampled && !t.exact ? { value: t.sampled.unigramDiversity, interval: t.sampled.intervals.unigramDiversity } : undefined),
+    format: (x) => num(x, 3),
+  },
 ];
 
 /** "a → b" with b coloured by whether it is better, and their intervals beneath. */
@@ -202,7 +210,7 @@ function summaryTables(runs: ReportRun[], colors: string[]): string {
   const titles = { exact: 'Exact, over each target set', sampled: `Sampled, ${n} per prompt` };
   return (['exact', 'sampled'] as const)
     .map((kind) => {
-      const used = figures.filter((f) => f.kind === kind);
+      const used = figures.filter((f) => f.kind === kind && tasks.some((_, i) => runs.some((r) => f.get(r.evaluation.tasks[i]) !== undefined)));
       const rows = tasks.flatMap((t, i) => {
         if (!runs.some((r) => used.some((f) => f.get(r.evaluation.tasks[i]) !== undefined))) return [];
         const cells = used.map((f) => (f.name === 'of at most' ? `<td class="muted">${f.format(f.get(t)!.value)}</td>` : compareCell(runs.map((r) => f.get(r.evaluation.tasks[i])), f, colors)));
@@ -345,7 +353,8 @@ function biographySection(runs: { label: string; color: string; fields: FieldMet
   const out: string[] = ['<h4>Biography fields: coverage (Figure 4a)</h4>', `<div class="wide">${fieldCoverageChart(runs)}</div>`];
   out.push('<h4>Most frequent values with counts (Table 2), coverage / entropy (Tables 7–8)</h4><div class="fields">');
   runs[0].fields.forEach((f, k) => {
-    out.push(`<table class="field"><thead><tr><th colspan="${runs.length * 2}">${esc(f.field)}</th></tr><tr>`);
+    out.push(`<table class="field"><colgroup>${runs.map(() => '<col><col style="width:44px">').join('')}</colgroup>`);
+    out.push(`<thead><tr><th colspan="${runs.length * 2}">${esc(f.field)}</th></tr><tr>`);
     for (const r of runs) out.push(`<th colspan="2"><span class="run" style="--c:${r.color}">${esc(r.label)}</span> ${r.fields[k].coverage} / ${num(r.fields[k].entropy)}</th>`);
     out.push('</tr></thead><tbody>');
     for (let row = 0; row < Math.max(...runs.map((r) => r.fields[k].top.length)); row++) {
@@ -360,8 +369,16 @@ function biographySection(runs: { label: string; color: string; fields: FieldMet
   });
   out.push('</div>');
   const div = evals.map((e) => e.sampled?.accomplishmentDiversity);
+  const complete = evals.map((e) => e.sampled?.completeBiographies);
+  const each = (values: (number | undefined)[], f: (x: number) => string) => runs.map((r, i) => `<span class="run" style="--c:${r.color}">${esc(r.label)}</span> <b>${f(values[i]!)}</b>`).join(' · ');
+  if (complete.every((c) => c !== undefined)) out.push(`<p class="note">Whole biographies (all six fields): ${each(complete, pct)}.</p>`);
   if (div.every((d) => d !== undefined))
-    out.push(`<p class="note">Unigram diversity of the accomplishments: ${runs.map((r, i) => `${esc(r.label)} <b>${num(div[i]!, 3)}</b>`).join(' · ')}; of whole biographies: ${evals.map((e, i) => `${esc(runs[i].label)} <b>${num(e.sampled!.unigramDiversity, 3)}</b>`).join(' · ')} (Figure 4b).</p>`);
+    out.push(
+      `<p class="note">Unigram diversity (Figure 4b) of the accomplishments: ${each(div, (x) => num(x, 3))}; of whole texts: ${each(
+        evals.map((e) => e.sampled!.unigramDiversity),
+        (x) => num(x, 3),
+      )}.</p>`,
+    );
   return out.join('');
 }
 
@@ -439,8 +456,9 @@ svg .count{fill:#334155;font-size:11px;font-variant-numeric:tabular-nums}
 svg .target{stroke:${TARGET_COLOR};stroke-width:1.6;stroke-dasharray:5 3}
 svg .dot{fill:#fff;stroke:var(--ink);stroke-width:1.4}
 .wide{overflow-x:auto}
-.fields{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:12px}
-table.field{width:100%;font-size:12px}
+.fields{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:12px;align-items:start}
+table.field{width:100%;font-size:12px;table-layout:fixed}
+.field td{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .field th,.field td{padding:3px 6px;border-bottom:1px solid var(--line);text-align:left}
 .field thead tr:first-child th{font-size:13px;text-transform:capitalize}
 .field td.n{text-align:right;font-variant-numeric:tabular-nums;color:var(--muted)}

@@ -47,6 +47,8 @@ describe('evaluate', () => {
     expect(task.exact!.distribution!.map((t) => t.prob)).toEqual(targets.map((_, t) => mean((i) => reference[i].targets[t].prob)));
     expect(task.sampled!.coverage).toBeCloseTo(mean((i) => task.prompts[i].sampled!.coverage), 12);
     expect(task.sampled!.entropy).toBeCloseTo(mean((i) => task.prompts[i].sampled!.entropy), 12);
+    expect(task.sampled!.targetCoverage).toBeCloseTo(mean((i) => task.prompts[i].sampled!.targetCoverage!), 12);
+    expect(openTask.sampled!.targetCoverage).toBeUndefined();
 
     for (const [t, p] of [task.prompts[0], openTask.prompts[0]].entries()) {
       const s = p.sampled!;

@@ -159,6 +159,7 @@ describe('biographies', () => {
     expect(field('birth year').top).toEqual([{ value: '1985', count: 8 }, { value: '1950', count: 1 }]);
     expect(field('last name').entropy).toBeCloseTo(entropyOfCounts([5, 3, 1]), 12);
     expect(field('profession').coverage).toBe(3);
+    expect(m.completeBiographies).toBeCloseTo(0.9, 12);
     expect(m.accomplishmentDiversity).toBeCloseTo(unigramDiversity(texts.slice(0, 9).map((t) => parseBiography(t).accomplishments!)), 14);
   });
 });

@@ -62,9 +62,10 @@ function printFigures(tasks: TaskEvaluation[], labels: string[], out: Out): void
   add('outside the set', (t) => t.exact && percent(t.exact.outsideMass));
   add('expected coverage', (t) => t.exact && `${t.exact.expectedCoverage.value.toFixed(1)} in ${t.exact.expectedCoverage.n} samples`);
   add('coverage', (t) => t.sampled && withInterval(count(t.sampled.coverage), t.sampled.intervals.coverage, count));
+  add('in the set', (t) => (t.sampled?.targetCoverage !== undefined ? `${count(t.sampled.targetCoverage)} distinct targets` : undefined));
   add('entropy (sampled)', (t) => t.sampled && withInterval(f2(t.sampled.entropy), t.sampled.intervals.entropy, f2));
   add('valid', (t) => t.sampled && withInterval(percent(t.sampled.validRate), t.sampled.intervals.validRate, percent));
-  add('unigram diversity', (t) => t.sampled && withInterval(t.sampled.unigramDiversity.toFixed(3), t.sampled.intervals.unigramDiversity, (x) => x.toFixed(3)));
+  add('unigram diversity', (t) => (t.sampled && !t.exact ? withInterval(t.sampled.unigramDiversity.toFixed(3), t.sampled.intervals.unigramDiversity, (x) => x.toFixed(3)) : undefined));
   const nameWidth = Math.max(...rows.map(([n]) => n.length));
   const widths = labels.map((l, i) => Math.max(l.length, ...rows.map(([, cells]) => (cells[i] ?? '—').length)));
   if (labels.length > 1) out(`  ${''.padEnd(nameWidth)}  ${labels.map((l, i) => l.padEnd(widths[i])).join('  ')}`.trimEnd());
@@ -124,7 +125,7 @@ function printTask(tasks: TaskEvaluation[], labels: string[], out: Out): void {
     });
   }
   if (task.sampled && !task.exact) {
-    task.prompts.forEach((p, i) => {
+    task.prompts.forEach((_, i) => {
       out('');
       out(`  most frequent answers${task.prompts.length > 1 ? ` to prompt ${i + 1}` : ''} (share of samples):`);
       const values = new Map<string, number[]>();
@@ -142,13 +143,17 @@ function printTask(tasks: TaskEvaluation[], labels: string[], out: Out): void {
   if (task.sampled?.fields) {
     out('');
     out('  biography fields: coverage / entropy (nats), then the most frequent values with counts');
-    task.sampled.fields.forEach((f, k) => {
-      const cells = tasks.map((x) => {
+    const cells = task.sampled.fields.map((f, k) =>
+      tasks.map((x) => {
         const g = x.sampled!.fields![k];
-        return `${String(g.coverage).padStart(4)} / ${f2(g.entropy)}  ${g.top.slice(0, 3).map((v) => `${clip(v.value, 18)} ${v.count}`).join(', ')}`;
-      });
-      out(`  ${f.field.padEnd(12)} ${cells.join(' │ ')}`);
-    });
+        return `${String(g.coverage).padStart(4)} / ${f2(g.entropy)}  ${g.top.slice(0, 3).map((v) => `${clip(v.value, 16)} ${v.count}`).join(', ')}`;
+      }),
+    );
+    const widths = tasks.map((_, r) => Math.max(labels[r].length, ...cells.map((c) => c[r].length)));
+    if (tasks.length > 1) out(`  ${''.padEnd(12)} ${labels.map((l, r) => l.padEnd(widths[r])).join(' │ ')}`.trimEnd());
+    task.sampled.fields.forEach((f, k) => out(`  ${f.field.padEnd(12)} ${cells[k].map((c, r) => c.padEnd(widths[r])).join(' │ ')}`.trimEnd()));
+    const complete = tasks.map((x) => x.prompts[0].sampled?.completeBiographies);
+    if (complete.every((c) => c !== undefined)) out(`  whole biographies (all six fields): ${complete.map((c, r) => `${labels[r]} ${percent(c!)}`).join(', ')}`);
   }
 }
 
