@@ -125,7 +125,7 @@ export interface SampledMetrics {
   answers: SampledAnswer[];
   /** Per categorical field, for the paper's biography prompt. */
   fields?: FieldMetrics[];
-  /** Normalised unigram diversity of the biographies' accomplishment sentences. */
+  /** Normalised unigram diversity of the biographies' accomplishment sentences (when any has one). */
   accomplishmentDiversity?: number;
   /** Share of samples that are whole biographies: all six {…} fields. */
   completeBiographies?: number;
@@ -289,7 +289,8 @@ export function sampledMetricsWithReplicates(
   if (options.biography) {
     const bios = texts.map(parseBiography);
     metrics.fields = biographyFieldMetrics(bios, resamples);
-    metrics.accomplishmentDiversity = unigramDiversity(bios.flatMap((b) => (b.accomplishments ? [b.accomplishments] : [])));
+    const accomplishments = bios.flatMap((b) => (b.accomplishments ? [b.accomplishments] : []));
+    if (accomplishments.length > 0) metrics.accomplishmentDiversity = unigramDiversity(accomplishments);
     metrics.completeBiographies = n === 0 ? 0 : texts.filter((t) => braceGroups(t).length >= 6).length / n;
   }
   const perSample = parsed.map((answer, i) => (answer === undefined ? { valid: false } : { answer, valid: valid[i] === 1 }));

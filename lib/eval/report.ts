@@ -183,7 +183,7 @@ const figures: Figure[] = [
   { name: 'valid', kind: 'sampled', higher: true, get: (t) => t.sampled && { value: t.sampled.validRate, interval: t.sampled.intervals.validRate }, format: pct },
   // Word variety measures open-ended text (the paper's biographies); over a target set it only counts the set's words.
   {
-    name: 'unigram diversity',
+    name: 'unigram div.',
     kind: 'sampled',
     higher: true,
     get: (t) => (t.sampled && !t.exact ? { value: t.sampled.unigramDiversity, interval: t.sampled.intervals.unigramDiversity } : undefined),
@@ -370,9 +370,10 @@ function biographySection(runs: { label: string; color: string; fields: FieldMet
   out.push('</div>');
   const div = evals.map((e) => e.sampled?.accomplishmentDiversity);
   const complete = evals.map((e) => e.sampled?.completeBiographies);
-  const each = (values: (number | undefined)[], f: (x: number) => string) => runs.map((r, i) => `<span class="run" style="--c:${r.color}">${esc(r.label)}</span> <b>${f(values[i]!)}</b>`).join(' · ');
+  const each = (values: (number | undefined)[], f: (x: number) => string) =>
+    runs.map((r, i) => `<span class="run" style="--c:${r.color}">${esc(r.label)}</span> <b>${values[i] === undefined ? '—' : f(values[i]!)}</b>`).join(' · ');
   if (complete.every((c) => c !== undefined)) out.push(`<p class="note">Whole biographies (all six fields): ${each(complete, pct)}.</p>`);
-  if (div.every((d) => d !== undefined))
+  if (div.some((d) => d !== undefined))
     out.push(
       `<p class="note">Unigram diversity (Figure 4b) of the accomplishments: ${each(div, (x) => num(x, 3))}; of whole texts: ${each(
         evals.map((e) => e.sampled!.unigramDiversity),
@@ -423,9 +424,10 @@ h4{font-size:13px;margin:18px 0 6px;color:var(--muted);font-weight:600;text-tran
 section{background:#fff;border:1px solid var(--line);border-radius:10px;padding:18px 20px;margin:0 0 18px}
 table{border-collapse:collapse}
 table.summary{width:100%;font-variant-numeric:tabular-nums;margin-bottom:14px}
-.summary th,.summary td{padding:7px 10px;border-bottom:1px solid var(--line);text-align:left;vertical-align:baseline;white-space:nowrap}
+.summary th,.summary td{padding:7px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:baseline;white-space:nowrap}
 .summary thead th{font-size:12px;color:var(--muted);font-weight:600}
 .summary tbody th{font-weight:600}
+.summary tbody th .muted{display:block;margin-top:1px}
 .summary a{color:inherit;text-decoration:none;border-bottom:1px dotted var(--muted)}
 td .v{font-weight:600}
 td.better .v:last-of-type{color:var(--good)}

@@ -142,6 +142,9 @@ describe('biographies', () => {
       accomplishments: 'Discovered things in Puntarenas, Costa Rica.',
     });
     expect(parseBiography('{Plato}\n{Male}\n{428 BC}')).toEqual({ 'first name': 'Plato', gender: 'Male' });
+    const partial = sampledMetrics(['{Ann Lee}\n{Female}'], { biography: true, resamples: 0 });
+    expect(partial.completeBiographies).toBe(0);
+    expect(partial.accomplishmentDiversity).toBeUndefined();
   });
 
   it('give per-field coverage, entropy and the top five values with counts (Table 2)', () => {
