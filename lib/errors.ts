@@ -77,12 +77,16 @@ const nativeCodes: Record<string, ErrorCode> = {
   DISPOSED: 'DISPOSED',
 };
 
-/** Turns an error thrown by the native addon (an Error with a string `code`) into a DiffuseError. */
+/**
+ * Turns an error thrown by the native addon (an Error with a string `code`) into a
+ * DiffuseError. Checked by shape, not instanceof: the addon's errors come from the main realm,
+ * which a VM context (a jest test, say) does not share.
+ */
 export function fromNative(error: unknown): DiffuseError {
   if (error instanceof DiffuseError) return error;
-  if (error instanceof Error) {
-    const code = nativeCodes[(error as Error & { code?: string }).code ?? ''] ?? 'INTERNAL';
-    return new DiffuseError(code, error.message, { cause: error });
+  if (typeof error === 'object' && error !== null && typeof (error as { message?: unknown }).message === 'string') {
+    const { message, code } = error as { message: string; code?: unknown };
+    return new DiffuseError(nativeCodes[typeof code === 'string' ? code : ''] ?? 'INTERNAL', message, { cause: error });
   }
   return new DiffuseError('INTERNAL', String(error));
 }

@@ -2,7 +2,8 @@
  * diffuse: fine-tune language models with LoRA so they produce diffuse distributions over valid
  * answers (Zhang et al., COLM 2024), and measure how diffuse they are.
  */
-export { loadModel, pickDevice, type LoadModelOptions, type Device } from './model/load.js';
+export { loadModel, pickDevice, type LoadModelOptions, type Device, type RandomModelSpec } from './model/load.js';
+export { presets, preset, parameterCount, type PresetName } from './model/presets.js';
 export {
   Model,
   distributionOf,

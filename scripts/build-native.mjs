@@ -27,13 +27,13 @@ if (!force && prebuiltAvailable()) {
 }
 
 if (!hasCommand('cmake')) {
-  console.log('diffuse: cmake not found; building the CPU engine with node-gyp instead');
-  execFileSync(process.execPath, [require.resolve('node-gyp/bin/node-gyp.js'), 'rebuild'], { cwd: root, stdio: 'inherit' });
+  console.log('diffuse: cmake not found; building the CPU engine with node-gyp instead (install CMake for the CUDA backend)');
+  execFileSync('npm', ['exec', '--yes', '--', 'node-gyp', 'rebuild'], { cwd: root, stdio: 'inherit' });
   process.exit(0);
 }
 
 const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
-const args = [cmakeJs, 'compile', '--directory', root, '--config', 'Release'];
+const args = [cmakeJs, force ? 'rebuild' : 'compile', '--directory', root, '--config', 'Release'];
 const jobs = Math.max(1, (await import('node:os')).availableParallelism());
 args.push('--parallel', String(jobs));
 const cudaRoot = process.env.CUDAToolkit_ROOT ?? process.env.CUDA_HOME ?? process.env.CUDA_PATH;

@@ -1,10 +1,12 @@
 /**
- * Loading models: the default model, a GGUF file, a Hugging Face directory or hub id.
+ * Loading models: the default model, a GGUF file, a Hugging Face directory or hub id, or random
+ * weights of a known shape (for throughput at real sizes without a download).
  */
-import { nativeCall } from '../errors.js';
+import { InvalidArgumentError, nativeCall } from '../errors.js';
 import { native, type EngineConfig, type NativeModel, type TensorSource } from '../native.js';
 import { tokenizerFromGguf, tokenizerFromHfDirectory } from '../tokenizer/index.js';
 import { Model, type Device } from './model.js';
+import { initTensorSources, preset } from './presets.js';
 import { resolveModel, type ResolveOptions } from './resolve.js';
 import { loadModelSpec } from './tensors.js';
 
@@ -15,6 +17,14 @@ export interface LoadModelOptions extends ResolveOptions {
   device?: Device;
   /** CPU threads (default: all cores, or DIFFUSE_THREADS). */
   threads?: number;
+}
+
+/** Random weights of a known shape: a preset ('llama-2-7b', 'llama-2-13b', 'mistral-7b', 'smollm2-135m') or a config. */
+export interface RandomModelSpec {
+  config: string | EngineConfig;
+  randomInit: true;
+  /** Seeds the weights (default 0); the same seed gives the same weights on every device. */
+  seed?: number;
 }
 
 /** The device 'auto' stands for on this machine. */
@@ -30,9 +40,16 @@ export async function createNativeModel(config: EngineConfig, tensors: TensorSou
 
 /**
  * Loads a model: 'smollm2-135m-instruct' (the default, fetched on first use), a path to a .gguf
- * file or a Hugging Face model directory, or a hub id 'org/name' ('org/name:FILE.gguf').
+ * file or a Hugging Face model directory, a hub id 'org/name' ('org/name:FILE.gguf'), or random
+ * weights: { config: 'llama-2-13b', randomInit: true } (such a model has no tokenizer).
  */
-export async function loadModel(spec: string, options: LoadModelOptions = {}): Promise<Model> {
+export async function loadModel(spec: string | RandomModelSpec, options: LoadModelOptions = {}): Promise<Model> {
+  if (typeof spec !== 'string') {
+    if (spec?.randomInit !== true) throw new InvalidArgumentError('loadModel(spec) takes a model name, path or hub id, or { config, randomInit: true }');
+    const config = typeof spec.config === 'string' ? preset(spec.config) : spec.config;
+    const nativeModel = await createNativeModel(config, initTensorSources(config, { seed: spec.seed ?? 0 }), options);
+    return new Model(`random:${typeof spec.config === 'string' ? spec.config : 'config'}`, config, nativeModel, undefined);
+  }
   const source = await resolveModel(spec, options);
   const files = await loadModelSpec(source.format === 'gguf' ? source.path : source.dir);
   const tokenizer = files.gguf ? tokenizerFromGguf(files.gguf) : await tokenizerFromHfDirectory(files.path);

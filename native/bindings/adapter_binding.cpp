@@ -110,13 +110,13 @@ Napi::Value AdapterWrap::AdamwStep(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsObject()) throw_invalid(env, "adamwStep(params) needs a params object");
   Napi::Object o = info[0].As<Napi::Object>();
   AdamWParams p;
-  p.lr = static_cast<float>(number_or(o, "lr", p.lr));
-  p.beta1 = static_cast<float>(number_or(o, "beta1", p.beta1));
-  p.beta2 = static_cast<float>(number_or(o, "beta2", p.beta2));
-  p.eps = static_cast<float>(number_or(o, "eps", p.eps));
-  p.weight_decay = static_cast<float>(number_or(o, "weightDecay", p.weight_decay));
+  p.lr = number_or(o, "lr", p.lr);
+  p.beta1 = number_or(o, "beta1", p.beta1);
+  p.beta2 = number_or(o, "beta2", p.beta2);
+  p.eps = number_or(o, "eps", p.eps);
+  p.weight_decay = number_or(o, "weightDecay", p.weight_decay);
   p.step = static_cast<int64_t>(number_or(o, "step", 1));
-  p.grad_scale = static_cast<float>(number_or(o, "gradScale", 1));
+  p.grad_scale = number_or(o, "gradScale", 1);
   if (p.step < 1) throw_invalid(env, "adamwStep: step must be >= 1");
   return PromiseWorker::run(
       env,

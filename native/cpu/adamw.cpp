@@ -8,19 +8,15 @@
 namespace diffuse {
 
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
-                  const AdamWParams& p) {
-  const double t = static_cast<double>(p.step);
-  const float bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(p.beta1), t));
-  const float bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(p.beta2), t)));
-  const float step_size = p.lr / bias1;
-  const float decay = 1.f - p.lr * p.weight_decay;
+                  const AdamWParams& params) {
+  const AdamWConstants c = adamw_constants(params);
   parallel_for(n, 1 << 14, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const float g = grad[i] * p.grad_scale;
-      m[i] = p.beta1 * m[i] + (1.f - p.beta1) * g;
-      v[i] = p.beta2 * v[i] + (1.f - p.beta2) * g * g;
-      const float denom = std::sqrt(v[i]) / bias2_sqrt + p.eps;
-      param[i] = param[i] * decay - step_size * m[i] / denom;
+      const float g = grad[i] * c.grad_scale;
+      m[i] += c.one_minus_beta1 * (g - m[i]);
+      v[i] = v[i] * c.beta2 + c.one_minus_beta2 * g * g;
+      const float denom = std::sqrt(v[i]) / c.bias2_sqrt + c.eps;
+      param[i] = param[i] * c.decay + -c.step_size * (m[i] / denom);
     }
   });
 }

@@ -1,6 +1,7 @@
-// AdamW on the CPU, as torch.optim.AdamW computes it (decoupled weight decay, bias correction):
-//   g *= grad_scale;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
-//   p -= lr wd p;     p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+// AdamW on the CPU, as torch.optim.AdamW computes it (decoupled weight decay, bias correction,
+// its rounding of the constants — see AdamWConstants in engine/backend.h):
+//   g *= grad_scale;  m += (1-b1)(g - m);  v = v b2 + (1-b2) g^2
+//   p *= 1 - lr wd;   p -= (lr / (1-b1^t)) · m / (sqrt(v) / sqrt(1-b2^t) + eps)
 // and the sum of squares behind global gradient-norm clipping.
 #pragma once
 

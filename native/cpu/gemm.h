@@ -5,10 +5,16 @@
 //   sgemm_nn:  C[M x N] = beta C + A[M x K] . B[K x N]        (dx = dy W)
 //   sgemm_tn:  C[M x N] = beta C + A[K x M]^T . B[K x N]      (reductions over rows: dA, dB)
 //
-// beta is 0 (overwrite; C need not be initialised) or 1 (accumulate). Leading dimensions are
-// in elements. The optional `extra` operand pair extends the shared dimension K: the product
-// gains A2[M x K2] . B2^T (nt: B2 is [N x K2]) or A2[M x K2] . B2 (nn: B2 is [K2 x N]), computed
-// in the same pass over C's tiles. That is how a LoRA term rides along with its base GEMM.
+// beta is 0 (overwrite; C need not be initialised and is never read) or 1 (accumulate); any
+// other value scales C first, in a separate pass. Leading dimensions are in elements. Any
+// shape is fine, including M, N or K of 0 or 1. The optional `extra` work is done in the same
+// pass over C's tiles:
+//   * an operand pair that extends the shared dimension K: the product gains A2[M x K2] . B2^T
+//     (nt: B2 is [N x K2]) or A2[M x K2] . B2 (nn: B2 is [K2 x N]). That is how a LoRA term
+//     rides along with its base GEMM;
+//   * a bias row: C[i, j] += bias[j] for every row i.
+// The instruction set is chosen once, at the first call: the best this processor has, or a
+// lesser one that DIFFUSE_CPU_ISA (avx2 | generic) names, where the processor has it.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +27,7 @@ struct GemmExtra {
   const float* B2 = nullptr;
   int64_t ldb2 = 0;
   int64_t K2 = 0;
+  const float* bias = nullptr;  // [N], or null
 };
 
 void sgemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,

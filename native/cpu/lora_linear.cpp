@@ -1,32 +1,51 @@
+// The LoRA linear layer on the CPU (math in lora_linear.h). The rank-r term rides along with
+// the base GEMM as a K extension, so y and dx are written in one pass each; the bias is added
+// as the GEMM stores its tiles. The scale s is folded into the adapter's small matrices (out x r),
+// never into an activation-sized copy:
+//   forward:   u = x A^T;   y = [x | u] . [W | s B]^T + bias
+//   backward:  sg = dy (s B);   dx (=, +=) [dy | sg] . [W ; A]
+//              dA += sg^T x;    dB += s (u^T dy)^T  (formed as r x out, the wide way round)
 #include "cpu/lora_linear.h"
 
 #include <vector>
 
 #include "cpu/gemm.h"
-#include "cpu/thread_pool.h"
 
 namespace diffuse {
+namespace {
+
+// Reused per-thread buffers for the rank-sized operands.
+struct LoraScratch {
+  std::vector<float> weight;  // s B [out x r] (forward) or s B^T [r x out] (backward)
+  std::vector<float> sg;      // [rows x r]
+  std::vector<float> uty;     // u^T dy [r x out]
+};
+
+LoraScratch& scratch() {
+  thread_local LoraScratch s;
+  return s;
+}
+
+float* sized(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+}  // namespace
 
 void lora_linear_forward(const float* x, const LinearWeight& W, const LoraParams& lora, float* y,
                          float* u, int64_t rows) {
   const float* w = static_cast<const float*>(W.w);
-  if (!lora.active()) {
-    sgemm_nt(rows, W.out, W.in, x, W.in, w, W.in, 0.f, y, W.out);
-  } else {
-    const int r = lora.rank;
+  GemmExtra extra;
+  extra.bias = static_cast<const float*>(W.bias);
+  if (lora.active()) {
+    const int64_t r = lora.rank;
     sgemm_nt(rows, r, W.in, x, W.in, lora.A, W.in, 0.f, u, r);  // u = x A^T
-    std::vector<float> su(static_cast<size_t>(rows) * r);
-    for (size_t i = 0; i < su.size(); ++i) su[i] = lora.scale * u[i];
-    GemmExtra extra{su.data(), r, lora.B, r, r};  // + (s u) B^T
-    sgemm_nt(rows, W.out, W.in, x, W.in, w, W.in, 0.f, y, W.out, &extra);
+    float* sB = sized(scratch().weight, static_cast<size_t>(W.out * r));
+    for (int64_t i = 0; i < W.out * r; ++i) sB[i] = lora.scale * lora.B[i];
+    extra.A2 = u, extra.lda2 = r, extra.B2 = sB, extra.ldb2 = r, extra.K2 = r;
   }
-  if (W.bias) {
-    const float* b = static_cast<const float*>(W.bias);
-    parallel_for(rows, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i)
-        for (int64_t j = 0; j < W.out; ++j) y[i * W.out + j] += b[j];
-    });
-  }
+  sgemm_nt(rows, W.out, W.in, x, W.in, w, W.in, 0.f, y, W.out, &extra);
 }
 
 void lora_linear_backward(const float* dy, const float* x, const LinearWeight& W,
@@ -38,18 +57,24 @@ void lora_linear_backward(const float* dy, const float* x, const LinearWeight& W
     sgemm_nn(rows, W.in, W.out, dy, W.out, w, W.in, beta, dx, W.in);
     return;
   }
-  const int r = lora.rank;
-  std::vector<float> g(static_cast<size_t>(rows) * r);
-  sgemm_nn(rows, r, W.out, dy, W.out, lora.B, r, 0.f, g.data(), r);  // g = dy B
-  std::vector<float> sg(g.size());
-  for (size_t i = 0; i < g.size(); ++i) sg[i] = lora.scale * g[i];
-  GemmExtra extra{sg.data(), r, lora.A, W.in, r};  // + (s g) A
-  sgemm_nn(rows, W.in, W.out, dy, W.out, w, W.in, beta, dx, W.in, &extra);
-  // dA += s g^T x  [r x in];  dB += s dy^T u  [out x r]
-  sgemm_tn(r, W.in, rows, sg.data(), r, x, W.in, 1.f, grads.dA, W.in);
-  std::vector<float> su(static_cast<size_t>(rows) * r);
-  for (size_t i = 0; i < su.size(); ++i) su[i] = lora.scale * u[i];
-  sgemm_tn(W.out, r, rows, dy, W.out, su.data(), r, 1.f, grads.dB, r);
+  const int64_t r = lora.rank, in = W.in, out = W.out;
+  LoraScratch& s = scratch();
+  // sg = dy (s B) = dy (s B^T)^T: an nt product with r columns, on (s B)^T [r x out].
+  float* sBt = sized(s.weight, static_cast<size_t>(r * out));
+  for (int64_t j = 0; j < out; ++j)
+    for (int64_t c = 0; c < r; ++c) sBt[c * out + j] = lora.scale * lora.B[j * r + c];
+  float* sg = sized(s.sg, static_cast<size_t>(rows * r));
+  sgemm_nt(rows, r, out, dy, out, sBt, out, 0.f, sg, r);
+  GemmExtra extra{sg, r, lora.A, in, r};  // + sg A
+  sgemm_nn(rows, in, out, dy, out, w, in, beta, dx, in, &extra);
+  if (grads.dA) sgemm_tn(r, in, rows, sg, r, x, in, 1.f, grads.dA, in);  // dA += sg^T x
+  if (grads.dB) {
+    // u^T dy [r x out] reads dy once with full vectors along out; dB [out x r] += s (u^T dy)^T.
+    float* uty = sized(s.uty, static_cast<size_t>(r * out));
+    sgemm_tn(r, out, rows, u, r, dy, out, 0.f, uty, out);
+    for (int64_t j = 0; j < out; ++j)
+      for (int64_t c = 0; c < r; ++c) grads.dB[j * r + c] += lora.scale * uty[c * out + j];
+  }
 }
 
 }  // namespace diffuse

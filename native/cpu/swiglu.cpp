@@ -1,29 +1,64 @@
 #include "cpu/swiglu.h"
 
-#include <cmath>
-
+#include "cpu/simd.h"
 #include "cpu/thread_pool.h"
 
 namespace diffuse {
+namespace {
 
+template <int W>
+DIFFUSE_INLINE void forward_body(const float* gate, const float* up, float* h, int64_t n) {
+  using V = simd::vf<W>;
+  for (int64_t i = 0; i < n; i += W) {
+    const int64_t m = n - i < W ? n - i : W;
+    const V g = m == W ? simd::load<V>(gate + i) : simd::load_partial<V>(gate + i, m, 0.f);
+    const V u = m == W ? simd::load<V>(up + i) : simd::load_partial<V>(up + i, m, 0.f);
+    const V y = g * simd::sigmoid(g) * u;
+    if (m == W) simd::store(h + i, y);
+    else simd::store_partial(h + i, y, m);
+  }
+}
+DIFFUSE_SIMD_CLONES(void, forward_range, forward_body, (const float* gate, const float* up, float* h, int64_t n),
+                    (gate, up, h, n))
+
+template <int W>
+DIFFUSE_INLINE void backward_body(const float* dh, const float* gate, const float* up, float* dgate,
+                                  float* dup, int64_t n) {
+  using V = simd::vf<W>;
+  for (int64_t i = 0; i < n; i += W) {
+    const int64_t m = n - i < W ? n - i : W;
+    const V g = m == W ? simd::load<V>(gate + i) : simd::load_partial<V>(gate + i, m, 0.f);
+    const V u = m == W ? simd::load<V>(up + i) : simd::load_partial<V>(up + i, m, 0.f);
+    const V d = m == W ? simd::load<V>(dh + i) : simd::load_partial<V>(dh + i, m, 0.f);
+    const V sig = simd::sigmoid(g);
+    const V dg = d * u * sig * (1.f + g * (1.f - sig));
+    const V du = d * g * sig;
+    if (m == W) {
+      simd::store(dgate + i, dg);
+      simd::store(dup + i, du);
+    } else {
+      simd::store_partial(dgate + i, dg, m);
+      simd::store_partial(dup + i, du, m);
+    }
+  }
+}
+DIFFUSE_SIMD_CLONES(void, backward_range, backward_body,
+                    (const float* dh, const float* gate, const float* up, float* dgate, float* dup, int64_t n),
+                    (dh, gate, up, dgate, dup, n))
+
+}  // namespace
+
+// h = silu(gate) * up; the forward may run in place (h == gate).
 void swiglu_forward(const float* gate, const float* up, float* h, int64_t n) {
   parallel_for(n, 1 << 14, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float g = gate[i];
-      h[i] = g / (1.f + std::exp(-g)) * up[i];
-    }
+    forward_range(gate + begin, up + begin, h + begin, end - begin);
   });
 }
 
 void swiglu_backward(const float* dh, const float* gate, const float* up, float* dgate,
                      float* dup, int64_t n) {
   parallel_for(n, 1 << 14, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float g = gate[i];
-      const float sig = 1.f / (1.f + std::exp(-g));
-      dgate[i] = dh[i] * up[i] * sig * (1.f + g * (1.f - sig));
-      dup[i] = dh[i] * g * sig;
-    }
+    backward_range(dh + begin, gate + begin, up + begin, dgate + begin, dup + begin, end - begin);
   });
 }
 

@@ -18,6 +18,7 @@
 //   * Ops may run asynchronously; synchronize() waits for all of them. download() waits.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -102,14 +103,32 @@ struct AttentionShape {
 };
 
 struct AdamWParams {
-  float lr = 5e-5f;
-  float beta1 = 0.9f;
-  float beta2 = 0.999f;
-  float eps = 1e-5f;
-  float weight_decay = 0.01f;
-  int64_t step = 1;        // 1-based, for bias correction
-  float grad_scale = 1.f;  // gradients are multiplied by this first (norm clipping)
+  double lr = 5e-5;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-5;
+  double weight_decay = 0.01;
+  int64_t step = 1;         // 1-based, for bias correction
+  double grad_scale = 1.0;  // gradients are multiplied by this first (norm clipping)
 };
+
+// The f32 constants of one AdamW update, rounded as torch.optim.AdamW rounds them: each
+// hyper-parameter and each 1 - beta cast from double on its own (float(1 - 0.999) is not
+// 1 - float(0.999)), the step size and decay factor formed in double. Both backends use them
+// in the same elementwise formulas:
+//   g = grad * grad_scale;  m += (1 - b1) (g - m)  (torch's lerp);  v = v b2 + (1 - b2) g g
+//   p *= decay;  p += -step_size * (m / (sqrt(v) / bias2_sqrt + eps))
+struct AdamWConstants {
+  float grad_scale, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size, decay, bias2_sqrt;
+};
+inline AdamWConstants adamw_constants(const AdamWParams& p) {
+  const double t = static_cast<double>(p.step);
+  const double bias1 = 1.0 - std::pow(p.beta1, t), bias2 = 1.0 - std::pow(p.beta2, t);
+  return {static_cast<float>(p.grad_scale), static_cast<float>(p.beta1), static_cast<float>(1.0 - p.beta1),
+          static_cast<float>(p.beta2),      static_cast<float>(1.0 - p.beta2), static_cast<float>(p.eps),
+          static_cast<float>(p.lr / bias1), static_cast<float>(1.0 - p.lr * p.weight_decay),
+          static_cast<float>(std::sqrt(bias2))};
+}
 
 struct SampleParams {
   float temperature = 1.f;  // 0 means greedy

@@ -64,7 +64,7 @@ CudaStatus cuda_status() {
   char err[512] = {0};
   const int n = lib.count(err, sizeof err);
   if (n <= 0) {
-    s.reason = n < 0 ? std::string("the CUDA runtime reported: ") + err : "no CUDA device is visible";
+    s.reason = n < 0 ? std::string(err) : "no CUDA device is visible";
     return s;
   }
   for (int i = 0; i < n; ++i) {

@@ -1,0 +1,185 @@
+/**
+ * A full training step (forward + backward to LoRA) on the default model: the trie layout vs
+ * the paper's padded batches of 32 (each target its own sequence, prompt recomputed, padded to
+ * the batch's longest target; the batches' gradients accumulated), for RNG 1–10 and the 200
+ * baby names. Per case: positions computed, step time, peak memory, and achieved GFLOP/s as a
+ * fraction of this machine's sgemm peak measured in the same run.
+ *
+ *   npx tsx bench/step.bench.ts [--repeats N] [--out bench/results/cpu-step.json]
+ *
+ * Each case runs in a child process of its own, so peak memory is that case's alone.
+ */
+import { execFileSync } from 'node:child_process';
+import { cpus } from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+import { loadModel } from '../lib/model/load.js';
+import type { Model } from '../lib/model/model.js';
+import { native, type EngineConfig } from '../lib/native.js';
+import { Progress } from '../lib/progress.js';
+import { buildTrieBatch, type PreparedPrompt, type TrieBatch } from '../lib/targets/target-set.js';
+import { loadTasks } from '../lib/tasks/index.js';
+
+const tasks = { rng: 'data/tasks/reference/prompts/numbers/rng-0.json', names: 'data/tasks/reference/prompts/baby-names/train.json' } as const;
+type TaskKey = keyof typeof tasks;
+type Layout = 'trie' | 'padded';
+
+interface CaseResult {
+  task: TaskKey;
+  layout: Layout;
+  positions: number;
+  batches: number;
+  stepSeconds: number[];
+  medianSeconds: number;
+  peakRssMiB: number;
+  baselineRssMiB: number;
+  flops: number;
+  gflops: number;
+}
+
+/**
+ * The reference's layout: targets in batches of 32, each target a chain prompt ⊕ target padded
+ * with the end-of-sequence token to the batch's longest target; every position is computed
+ * (the padding too) and only real target tokens carry loss edges.
+ */
+function paddedBatches(prompt: PreparedPrompt, eos: number, batchSize = 32): TrieBatch[] {
+  const out: TrieBatch[] = [];
+  const seqs = prompt.sequences;
+  for (let i = 0; i < seqs.length; i += batchSize) {
+    const chunk = seqs.slice(i, i + batchSize);
+    const longest = Math.max(...chunk.map((s) => s.tokens.length));
+    const tokens: number[] = [], parents: number[] = [], edgeRows: number[] = [], edgeTokens: number[] = [], edgeWeights: number[] = [];
+    for (const s of chunk) {
+      const first = tokens.length;
+      const row = [...prompt.promptTokens, ...s.tokens, ...new Array<number>(longest - s.tokens.length).fill(eos)];
+      row.forEach((t, j) => {
+        tokens.push(t);
+        parents.push(j === 0 ? -1 : first + j - 1);
+      });
+      s.tokens.forEach((t, j) => {
+        edgeRows.push(first + prompt.promptTokens.length - 1 + j);
+        edgeTokens.push(t);
+        edgeWeights.push(s.weight);
+      });
+    }
+    out.push({
+      batch: { tokens: Int32Array.from(tokens), parents: Int32Array.from(parents), edgeRows: Int32Array.from(edgeRows), edgeTokens: Int32Array.from(edgeTokens), edgeWeights: Float32Array.from(edgeWeights) },
+      prompts: [prompt],
+      pathEdges: [],
+      positions: tokens.length,
+      paddedPositions: tokens.length,
+    });
+  }
+  return out;
+}
+
+/** Multiply-adds ×2 of one step: linear layers forward and input-gradient, attention, the LM head. */
+function stepFlops(c: EngineConfig, batch: TrieBatch, rank: number): number {
+  const T = batch.positions;
+  const d = c.hiddenSize, I = c.intermediateSize, q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim;
+  const linear = d * q + 2 * d * kv + q * d + 3 * d * I;
+  const lora = rank * ((d + q) + 2 * (d + kv) + (q + d) + 2 * (d + I) + (I + d));
+  // Forward, then the input gradient (dx = dy W) and the rank-r gradients in the backward.
+  const perRow = c.numLayers * (2 * linear * 2 + 2 * lora * 4);
+  // Attention: scores and the weighted sum forward, about twice that backward.
+  const depth = new Int32Array(T);
+  let keys = 0;
+  for (let r = 0; r < T; r++) {
+    const p = batch.batch.parents[r];
+    depth[r] = p < 0 ? 0 : depth[p] + 1;
+    keys += depth[r] + 1;
+  }
+  const attention = c.numLayers * keys * c.numHeads * c.headDim * 2 * 2 * 3;
+  // The head: the logits pass, then the backward's recomputation and dz·W.
+  const parents = new Set(batch.batch.edgeRows).size;
+  const head = parents * 2 * c.vocabSize * d * 3;
+  return T * perRow + attention + head;
+}
+
+async function runCase(task: TaskKey, layout: Layout, repeats: number): Promise<CaseResult> {
+  const model: Model = await loadModel('smollm2-135m-instruct', { device: 'cpu', progress: new Progress({ mode: 'silent' }) });
+  const [t] = await loadTasks([tasks[task]], { cwd: process.cwd() });
+  const prompts = model.prepare(t.prompts);
+  const batches = layout === 'trie' ? [buildTrieBatch(prompts)] : paddedBatches(prompts[0], model.tokenizer.eosTokenId ?? 0);
+  const adapter = await model.createAdapter({ rank: 4, alpha: 8, seed: 1 });
+  const baseline = process.resourceUsage().maxRSS / 1024;
+  const step = async () => {
+    const t0 = performance.now();
+    await adapter.zeroGrad();
+    for (const b of batches) await model.step(b, adapter);
+    return (performance.now() - t0) / 1000;
+  };
+  await step();
+  const times: number[] = [];
+  for (let i = 0; i < repeats; i++) times.push(await step());
+  const sorted = [...times].sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)];
+  const flops = batches.reduce((s, b) => s + stepFlops(model.config, b, 4), 0);
+  const result: CaseResult = {
+    task,
+    layout,
+    positions: batches.reduce((s, b) => s + b.positions, 0),
+    batches: batches.length,
+    stepSeconds: times,
+    medianSeconds: median,
+    peakRssMiB: process.resourceUsage().maxRSS / 1024,
+    baselineRssMiB: baseline,
+    flops,
+    gflops: flops / median / 1e9,
+  };
+  adapter.dispose();
+  model.dispose();
+  return result;
+}
+
+/** This machine's sgemm throughput on a large square, in GFLOP/s (best of a few). */
+function sgemmPeak(): number {
+  const n = 1024;
+  const A = Float32Array.from({ length: n * n }, (_, i) => ((i * 7) % 13) / 13 - 0.5);
+  const B = Float32Array.from({ length: n * n }, (_, i) => ((i * 5) % 11) / 11 - 0.5);
+  let best = 0;
+  for (let i = 0; i < 6; i++) {
+    const t0 = performance.now();
+    native().gemm('nt', n, n, n, A, B);
+    best = Math.max(best, (2 * n * n * n) / ((performance.now() - t0) / 1000) / 1e9);
+  }
+  return best;
+}
+
+async function main() {
+  const args = process.argv.slice(2);
+  const repeats = Number(args[args.indexOf('--repeats') + 1] || 3) || 3;
+  const worker = args.indexOf('--worker');
+  if (worker >= 0) {
+    const [task, layout] = args[worker + 1].split(':') as [TaskKey, Layout];
+    process.stdout.write(JSON.stringify(await runCase(task, layout, repeats)));
+    return;
+  }
+  const out = args.includes('--out') ? args[args.indexOf('--out') + 1] : 'bench/results/cpu-step.json';
+  const self = fileURLToPath(import.meta.url);
+  const results: CaseResult[] = [];
+  for (const task of Object.keys(tasks) as TaskKey[])
+    for (const layout of ['trie', 'padded'] as Layout[]) {
+      process.stderr.write(`${task} ${layout}…\n`);
+      const json = execFileSync(process.execPath, ['--import', 'tsx', self, '--worker', `${task}:${layout}`, '--repeats', String(repeats)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+      results.push(JSON.parse(json) as CaseResult);
+    }
+  const peak = sgemmPeak();
+  const rows = results.map((r) => ({ ...r, fractionOfPeak: r.gflops / peak }));
+  const table = [
+    'task   layout  positions  step (s)  peak RSS (MiB)  GFLOP/s  of sgemm peak',
+    ...rows.map((r) => `${r.task.padEnd(6)} ${r.layout.padEnd(7)} ${String(r.positions).padStart(9)} ${r.medianSeconds.toFixed(3).padStart(9)} ${r.peakRssMiB.toFixed(0).padStart(15)} ${r.gflops.toFixed(1).padStart(8)} ${(100 * r.fractionOfPeak).toFixed(0).padStart(13)}%`),
+  ];
+  for (const task of Object.keys(tasks) as TaskKey[]) {
+    const trie = rows.find((r) => r.task === task && r.layout === 'trie')!;
+    const padded = rows.find((r) => r.task === task && r.layout === 'padded')!;
+    table.push(`${task}: ${(padded.positions / trie.positions).toFixed(1)}× fewer positions, ${(padded.medianSeconds / trie.medianSeconds).toFixed(1)}× less time, ${(padded.peakRssMiB - padded.baselineRssMiB).toFixed(0)} → ${(trie.peakRssMiB - trie.baselineRssMiB).toFixed(0)} MiB above the loaded model`);
+  }
+  process.stdout.write(`${table.join('\n')}\n`);
+  const machine = { cpu: cpus()[0]?.model, threads: native().threadCount(), isa: native().gemmIsa(), sgemmPeakGflops: peak, date: new Date().toISOString(), commit: execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() };
+  writeFileSync(out, `${JSON.stringify({ machine, repeats, cases: rows }, null, 2)}\n`);
+  process.stderr.write(`wrote ${out}\n`);
+}
+
+await main();

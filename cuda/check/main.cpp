@@ -1,0 +1,109 @@
+// diffuse_cuda_check [--checks-only | --bench-only] [--quick] [--out DIR] [--commit SHA]
+//
+// (a) every op on random inputs, CPU backend vs CUDA backend; (b) a whole model step and 20
+// AdamW steps both ways; (c) benchmarks: measured peaks, kernel rates, LoRA overhead, fused
+// log-probs, full Llama-2-13B steps. Writes DIR/<device-name>.json (default bench/results)
+// and exits non-zero when a check fails.
+#include <cctype>
+#include <cstdlib>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+
+#include "backend_cuda.h"
+#include "check/check.h"
+#include "engine/errors.h"
+
+using namespace diffuse;
+using namespace diffuse::check;
+
+namespace {
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--checks-only") o.bench = false;
+    else if (a == "--bench-only") o.checks = false;
+    else if (a == "--quick") o.quick = true;
+    else if (a == "--out" && i + 1 < argc) o.out_dir = argv[++i];
+    else if (a == "--commit" && i + 1 < argc) o.commit = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: %s [--checks-only | --bench-only] [--quick] [--out DIR] [--commit SHA]\n", argv[0]);
+      std::exit(2);
+    }
+  }
+  return o;
+}
+
+std::string file_safe(const std::string& s) {
+  std::string out;
+  for (char c : s) out += std::isalnum(static_cast<unsigned char>(c)) ? c : '-';
+  return out;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options opt = parse(argc, argv);
+  char err[512] = {0};
+  const int count = diffuse_cuda_device_count(err, sizeof err);
+  if (count <= 0) {
+    std::fprintf(stderr, "no usable CUDA device: %s\n", count < 0 ? err : "none visible");
+    return 3;
+  }
+  char name[256] = {0};
+  diffuse_cuda_device_name(0, name, sizeof name);
+  int driver = 0, runtime = 0;
+  size_t cublaslt = 0;
+  diffuse_cuda_versions(&driver, &runtime, &cublaslt);
+  std::printf("diffuse_cuda_check on %s (driver CUDA %d.%d, runtime %d.%d, cuBLASLt %zu), commit %s\n", name, driver / 1000,
+              driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10, cublaslt, opt.commit.c_str());
+
+  Json result = Json::object();
+  result.add("device", name).add("driver_cuda_version", driver).add("runtime_cuda_version", runtime);
+  result.add("cublaslt_version", static_cast<int64_t>(cublaslt)).add("date", utc_now()).add("git_commit", opt.commit);
+  result.add("quick", opt.quick);
+  Report report;
+  try {
+    if (opt.checks) {
+      std::unique_ptr<Backend> cpu = make_cpu_backend(0), gpu = make_gpu();
+      check_ops(*cpu, *gpu, report);
+      check_model(report);
+    }
+    if (opt.bench) {
+      const Peaks peaks = measure_peaks();
+      result.add("peaks", Json::object().add("gemm_bf16_tflops", peaks.gemm_tflops).add("copy_gbs", peaks.copy_gbs));
+      {
+        std::unique_ptr<Backend> gpu = make_gpu();
+        result.add("kernels", bench_kernels(*gpu, peaks, opt.quick));
+        result.add("lora_linear", bench_lora(*gpu, peaks, opt.quick));
+        result.add("logprobs", bench_logprobs(*gpu, peaks, opt.quick));
+      }
+      result.add("steps", bench_steps(peaks, opt.quick));
+    }
+  } catch (const std::exception& e) {
+    report.expect(std::string("ran to the end (stopped by: ") + e.what() + ")", false);
+  }
+  result.add("checks", report.checks_json()).add("failures", report.failures());
+
+  const std::string path = opt.out_dir + "/" + file_safe(name) + ".json";
+  std::ofstream f(path);
+  if (f) {
+    f << result.str() << "\n";
+    std::printf("wrote %s\n", path.c_str());
+  } else {
+    std::fprintf(stderr, "could not write %s\n", path.c_str());
+  }
+  const size_t total = report.checks().size();
+  std::printf("%zu checks, %d failed\n", total, report.failures());
+  return report.failures() == 0 ? 0 : 1;
+}

@@ -1,0 +1,15 @@
+import { native } from '../../lib/native.js';
+import { Rng } from '../reference/ops.js';
+
+const ops = native().ops('cpu');
+
+describe('residual add', () => {
+  it('adds x into y elementwise (exactly: one float32 addition each)', () => {
+    const rng = new Rng(2);
+    const n = 70001;
+    const y = rng.normals(n);
+    const x = rng.normals(n);
+    const got = ops.addInplace(y, x);
+    expect(Array.from(got)).toEqual(Array.from(y, (v, i) => Math.fround(v + x[i])));
+  });
+});
