@@ -47,6 +47,12 @@ export function parsePositiveInt(value: string, flag: string): number {
   return n;
 }
 
+export function parseWholeNumber(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new DiffuseError('INVALID_ARGUMENT', `${flag} must be a whole number ≥ 0, not '${value}'`);
+  return n;
+}
+
 export function parseNumber(value: string, flag: string): number {
   const n = Number(value);
   if (!Number.isFinite(n)) throw new DiffuseError('INVALID_ARGUMENT', `${flag} must be a number, not '${value}'`);

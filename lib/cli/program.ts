@@ -4,6 +4,7 @@
  */
 import { Command } from 'commander';
 
+import { registerDemo } from './commands/demo.js';
 import { registerEval } from './commands/eval.js';
 import { registerLogprobs } from './commands/logprobs.js';
 import { registerMerge } from './commands/merge.js';
@@ -17,6 +18,7 @@ export function buildProgram(): Command {
     .version(packageVersion())
     .showHelpAfterError()
     .configureHelp({ sortSubcommands: false });
+  registerDemo(program);
   registerLogprobs(program);
   registerTrain(program);
   registerEval(program);

@@ -20,6 +20,8 @@ export interface TrainingRun {
   options: TrainOptions;
   /** Where the adapter, the log and the checkpoints go. */
   outDir: string;
+  /** Where checkpoints go (default OUT/checkpoints). */
+  checkpointDir?: string;
   /** The JSONL log (default OUT/train-log.jsonl). */
   logFile?: string;
   resume?: boolean;
@@ -39,7 +41,7 @@ export async function runTraining(run: TrainingRun): Promise<TrainingOutcome> {
   const resolved = resolveTrainOptions(run.options);
   const totalSteps = resolved.nIters * Math.ceil(prompts.length / resolved.promptsPerStep);
   const logFile = run.logFile ?? join(outDir, 'train-log.jsonl');
-  const checkpointDir = join(outDir, 'checkpoints');
+  const checkpointDir = run.checkpointDir ?? join(outDir, 'checkpoints');
   const controller = new AbortController();
   let interrupts = 0;
   const onSigint = () => {

@@ -20,6 +20,8 @@ import { loadTinyChatModel } from './tiny-chat-model.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const haveChromium = existsSync(CHROMIUM);
+if (!haveChromium && process.env.DIFFUSE_REQUIRE_CHROMIUM === '1')
+  throw new Error(`DIFFUSE_REQUIRE_CHROMIUM=1 but there is no Chromium at ${CHROMIUM}: apt-get install -y chromium, or set CHROMIUM_PATH`);
 
 const numbers: EvalTask = {
   name: 'numbers',

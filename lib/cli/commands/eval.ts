@@ -14,7 +14,7 @@ import type { Interval } from '../../eval/stats.js';
 import { renderReport, targetLabel, type ReportRun } from '../../eval/report.js';
 import type { Adapter } from '../../model/adapter.js';
 import { Progress } from '../../progress.js';
-import { addModelOptions, bar, clip, loadCliModel, parseNumber, parsePositiveInt, percent as commonPercent, type ModelOptions } from '../common.js';
+import { addModelOptions, bar, clip, loadCliModel, parseNumber, parsePositiveInt, parseWholeNumber, percent as commonPercent, type ModelOptions } from '../common.js';
 import { promptsFromOptions } from './logprobs.js';
 
 interface EvalOptions extends ModelOptions {
@@ -35,12 +35,6 @@ interface EvalOptions extends ModelOptions {
   batchSize?: number;
   json?: boolean;
   report?: string;
-}
-
-function parseWholeNumber(value: string, flag: string): number {
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError(`${flag} must be a whole number ≥ 0, not '${value}'`);
-  return n;
 }
 
 type Out = (line: string) => void;
@@ -84,7 +78,7 @@ function printBars(rows: { label: string; values: number[] }[], labels: string[]
   if (sorted.length > shown.length) out(`  … ${sorted.length - shown.length} more (--json or --report for all)`);
 }
 
-function printTask(tasks: TaskEvaluation[], labels: string[], out: Out): void {
+export function printTask(tasks: TaskEvaluation[], labels: string[], out: Out): void {
   const task = tasks[0];
   out('');
   out(`${task.task}${task.prompts.length > 1 ? ` (${task.prompts.length} prompts; figures are means over them)` : ''}`);

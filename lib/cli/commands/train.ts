@@ -16,7 +16,7 @@ import { Progress } from '../../progress.js';
 import type { TargetRequest } from '../../targets/target-set.js';
 import { loadTasks, loadTrainConfig, type TrainConfig } from '../../tasks/index.js';
 import { adapterOptionsFromConfig, trainOptionsFromConfig, type StepRecord, type TrainOptions } from '../../train/index.js';
-import { loadCliModel, parseNumber, parsePositiveInt } from '../common.js';
+import { loadCliModel, parseNumber, parsePositiveInt, parseWholeNumber } from '../common.js';
 import { runTraining } from '../training-run.js';
 
 interface TrainFlags {
@@ -132,8 +132,8 @@ export function registerTrain(program: Command): void {
     .option('--gem-h <h>', 'GEM h: linear or logsigmoid (default linear)')
     .option('--early-stop', 'stop once a pass\'s loss is within γ of the optimum')
     .option('--gamma <g>', 'early-stop slack γ (default 0.2)', (v) => parseNumber(v, '--gamma'))
-    .option('--seed <s>', 'seed of the adapter init and the prompt order (default 0)', (v) => parsePositiveIntOrZero(v))
-    .option('--warmup-steps <n>', 'linear warmup steps (default 0)', (v) => parsePositiveIntOrZero(v))
+    .option('--seed <s>', 'seed of the adapter init and the prompt order (default 0)', (v) => parseWholeNumber(v, '--seed'))
+    .option('--warmup-steps <n>', 'linear warmup steps (default 0)', (v) => parseWholeNumber(v, '--warmup-steps'))
     .option('--schedule <kind>', 'constant (default) or cosine')
     .option('--prompts-per-step <n>', 'prompts per optimiser step (default 1, the paper\'s)', (v) => parsePositiveInt(v, '--prompts-per-step'))
     .option('--json-log <file>', 'the JSONL log of every step (default OUT/train-log.jsonl)')
@@ -199,10 +199,4 @@ export function registerTrain(program: Command): void {
         model.dispose();
       }
     });
-}
-
-function parsePositiveIntOrZero(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`expected a whole number ≥ 0, not '${v}'`);
-  return n;
 }
