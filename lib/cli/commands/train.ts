@@ -56,11 +56,40 @@ interface Plan {
   options: TrainOptions;
 }
 
+/** The objective the flags ask for, or undefined when they ask for none. */
+function objectiveFromFlags(f: TrainFlags): Objective | undefined {
+  if (f.objective && f.objective !== 'ce' && f.objective !== 'gem') throw new InvalidArgumentError(`--objective must be ce or gem, not '${String(f.objective)}'`);
+  if (f.objective === 'gem') return { kind: 'gem', beta: f.gemBeta ?? 0.7, h: f.gemH ?? 'linear' };
+  if (f.objective === 'ce') return { kind: 'ce' };
+  if (f.gemBeta !== undefined || f.gemH !== undefined) throw new InvalidArgumentError('--gem-beta and --gem-h belong to --objective gem; add it');
+  return undefined;
+}
+
+/** The training options the flags set; undefined where a flag is absent. */
+function optionsFromFlags(f: TrainFlags): TrainOptions {
+  return {
+    nIters: f.iters,
+    lr: f.lr,
+    earlyStop: f.earlyStop,
+    gamma: f.gamma,
+    seed: f.seed,
+    warmupSteps: f.warmupSteps,
+    schedule: f.schedule,
+    promptsPerStep: f.promptsPerStep,
+    objective: objectiveFromFlags(f),
+  };
+}
+
+/** `base` with every option that `flags` sets replaced by the flag's value. */
+function overridden(base: TrainOptions, flags: TrainOptions): TrainOptions {
+  const out: TrainOptions = { ...base };
+  for (const [key, value] of Object.entries(flags) as [keyof TrainOptions, unknown][]) if (value !== undefined) (out as Record<string, unknown>)[key] = value;
+  return out;
+}
+
 function planFromFlags(f: TrainFlags): Plan {
   if (!f.task?.length) throw new InvalidArgumentError('say what to train on: diffuse train CONFIG.yaml, or --task ID|FILE|DIR … with --out DIR');
   if (!f.out) throw new InvalidArgumentError('--out DIR is needed: where the adapter, the log and the checkpoints go');
-  const objective: Objective = f.objective === 'gem' ? { kind: 'gem', beta: f.gemBeta ?? 0.7, h: f.gemH ?? 'linear' } : { kind: 'ce' };
-  if (f.objective && f.objective !== 'ce' && f.objective !== 'gem') throw new InvalidArgumentError(`--objective must be ce or gem, not '${String(f.objective)}'`);
   return {
     modelSpec: f.model ?? DEFAULT_MODEL,
     modelFromConfig: false,
@@ -69,20 +98,11 @@ function planFromFlags(f: TrainFlags): Plan {
     outDir: resolve(f.out),
     device: f.device ?? 'auto',
     adapter: { rank: f.rank ?? 4, alpha: f.alpha ?? 8, targetModules: (f.modules ?? ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']) as LoraModule[], seed: f.seed ?? 0 },
-    options: {
-      nIters: f.iters,
-      lr: f.lr,
-      earlyStop: f.earlyStop,
-      gamma: f.gamma,
-      seed: f.seed,
-      warmupSteps: f.warmupSteps,
-      schedule: f.schedule,
-      promptsPerStep: f.promptsPerStep,
-      objective,
-    },
+    options: overridden({ objective: { kind: 'ce' } }, optionsFromFlags(f)),
   };
 }
 
+/** The config's plan; any flag given on the command line overrides the config's value. */
 function planFromConfig(config: TrainConfig, f: TrainFlags): Plan {
   const a = adapterOptionsFromConfig(config);
   return {
@@ -92,9 +112,15 @@ function planFromConfig(config: TrainConfig, f: TrainFlags): Plan {
     taskCwd: process.cwd(),
     outDir: f.out ? resolve(f.out) : config.outputDir,
     device: f.device ?? config.device,
-    adapter: { rank: a.rank!, alpha: a.alpha!, targetModules: a.targetModules!, seed: a.seed! },
+    adapter: {
+      rank: f.rank ?? a.rank!,
+      alpha: f.alpha ?? a.alpha!,
+      targetModules: (f.modules as LoraModule[] | undefined) ?? a.targetModules!,
+      seed: f.seed ?? a.seed!,
+    },
     startFrom: config.loadModel ? config.ckptDir : undefined,
-    options: trainOptionsFromConfig(config),
+    // A model swapped in with --model is the adapter's base, not the config's model.
+    options: { ...overridden(trainOptionsFromConfig(config), optionsFromFlags(f)), baseModel: f.model === undefined ? config.model : undefined },
   };
 }
 
