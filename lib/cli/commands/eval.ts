@@ -14,17 +14,10 @@ import type { Interval } from '../../eval/stats.js';
 import { renderReport, targetLabel, type ReportRun } from '../../eval/report.js';
 import type { Adapter } from '../../model/adapter.js';
 import { Progress } from '../../progress.js';
-import { addModelOptions, bar, clip, loadCliModel, parseNumber, parsePositiveInt, parseWholeNumber, percent as commonPercent, type ModelOptions } from '../common.js';
-import { promptsFromOptions } from './logprobs.js';
+import { addModelOptions, bar, clip, loadCliModel, parseNumber, parsePositiveInt, parseWholeNumber, percent as commonPercent } from '../common.js';
+import { promptsFromOptions, type LogprobsOptions } from './logprobs.js';
 
-interface EvalOptions extends ModelOptions {
-  task?: string[];
-  request?: string;
-  targets?: string[];
-  weights?: number[];
-  response?: string[];
-  eos: boolean;
-  adapter?: string;
+interface EvalOptions extends LogprobsOptions {
   compareBase?: boolean;
   samples: number;
   temperature: number;
@@ -33,7 +26,6 @@ interface EvalOptions extends ModelOptions {
   maxTokens: number;
   seed: number;
   batchSize?: number;
-  json?: boolean;
   report?: string;
 }
 

@@ -11,7 +11,8 @@ import type { TargetRequest } from '../../targets/target-set.js';
 import { loadTasks } from '../../tasks/index.js';
 import { addModelOptions, bar, clip, loadCliModel, parseNumber, percent, type ModelOptions } from '../common.js';
 
-interface LogprobsOptions extends ModelOptions {
+/** The flags that name a model, an adapter and the prompts to measure; eval takes them too. */
+export interface LogprobsOptions extends ModelOptions {
   task?: string[];
   request?: string;
   targets?: string[];
