@@ -78,10 +78,11 @@ lines.push(
   ),
   '',
 );
-lines.push('**Exact, over each target set** (no sampling): entropy of the model\'s distribution renormalised over the targets (max ln |T|), KL(p* ‖ model), the probability outside the set, and the expected number of distinct targets in 1000 samples:', '');
+const coverageN = rows[0].base.exact!.expectedCoverage.n;
+lines.push(`**Exact, over each target set** (no sampling): entropy of the model's distribution renormalised over the targets (max ln |T|), KL(p* ‖ model), the probability outside the set, and the expected number of distinct targets in ${coverageN} samples:`, '');
 lines.push(
   table(
-    ['task', 'entropy / max', 'KL', 'outside the set', 'E[targets in 1000 samples]'],
+    ['task', 'entropy / max', 'KL', 'outside the set', `E[targets in ${coverageN} samples]`],
     rows.map((r) => {
       const b = r.base.exact!, t = r.tuned.exact!;
       return [
