@@ -4,7 +4,8 @@
  * hyper-parameters, the same thread count, one machine, one command.
  *
  *   npm run bench:peers -- [--device cpu|cuda] [--threads 2] [--repeats 3] [--passes 50]
- *                          [--cases a,b,c] [--seed 0] [--python PATH] [--gguf FILE] [--out FILE]
+ *                          [--train-repeats N] [--cases a,b,c] [--seed 0] [--python PATH]
+ *                          [--gguf FILE] [--runs-dir DIR] [--out FILE]
  *
  * Cases, each repeated, every run in a process of its own (so peak RSS is that run's), the two
  * stacks alternating (which goes first flips every repeat):
@@ -30,11 +31,16 @@
  * The model: the default SmolLM2-135M-Instruct Q4_1 GGUF (fetched once into $DIFFUSE_HOME), or
  * `--gguf FILE` (a machine without network needs a copy there); transformers dequantizes it to
  * float32 for the reference.
+ * `--train-repeats` sets the repeats of (c) alone (default `--repeats`): its 50 steps already give
+ * a per-run median, and it is most of the reference's time. `--runs-dir DIR` keeps every run's
+ * JSON and the shared init there, and a rerun with the same DIR reuses each run already done
+ * with the same device, threads and steps (an interrupted benchmark resumes; without it, a
+ * temporary directory is used and removed).
  * Results: bench/results/peers-<device>.json. Exit codes: 0 agreed, 1 a check failed, 2 bad
  * arguments, 3 no usable reference environment, 4 a run failed.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -108,11 +114,13 @@ interface Options {
   device: 'cpu' | 'cuda';
   threads: number;
   repeats: number;
+  trainRepeats?: number;
   passes: number;
   cases: CaseSpec['id'][];
   seed: number;
   python?: string;
   gguf?: string;
+  runsDir?: string;
   out: string;
 }
 
@@ -142,6 +150,8 @@ function parseArgs(argv: string[]): Options {
       }
       case '--threads': o.threads = whole(1); break;
       case '--repeats': o.repeats = whole(1); break;
+      case '--train-repeats': o.trainRepeats = whole(1); break;
+      case '--runs-dir': o.runsDir = resolve(value()); break;
       case '--passes': o.passes = whole(LOSS_STEPS); break;
       case '--seed': o.seed = whole(0); break;
       case '--python': o.python = value(); break;
@@ -207,7 +217,7 @@ async function worker(spec: WorkerSpec): Promise<void> {
     for (const t of adapter.tensors().filter((t) => t.name.endsWith('lora_B')))
       if ((await adapter.getTensor(t.name)).some((x) => x !== 0)) throw new Error(`a fresh adapter's ${t.peftKey} is not zero`);
     await saveAdapter(adapter, spec.adapterDir);
-    writeFileSync(spec.out, JSON.stringify({ parameters: adapter.parameterCount }));
+    writeFileSync(spec.out, JSON.stringify({ seed: spec.seed, parameters: adapter.parameterCount }));
     return;
   }
   const [task] = await loadTasks([spec.task!], { cwd: repoRoot });
@@ -334,6 +344,7 @@ function readJson<T>(path: string): T {
 }
 
 interface ReferenceReport {
+  device: string;
   device_name: string | null;
   threads: number;
   versions: Record<string, string>;
@@ -366,6 +377,14 @@ async function runReference(env: PythonEnv, o: Options, c: CaseSpec, repeat: num
   const out = join(work, `reference-${c.id}-${repeat}.json`);
   const taskOut = join(work, `reference-${c.id}-${repeat}-task.json`);
   const initialEval = c.initialEval && repeat === 0;
+  const done = existsSync(out) && existsSync(taskOut) ? readJson<ReferenceReport>(out) : undefined;
+  const reusable = done && done.device === o.device && done.threads === o.threads && done.steps.length === c.steps && (!initialEval || done.initial);
+  if (reusable) process.stderr.write(`  [reference] reusing ${out}\n`);
+  else await spawnReference(env, o, c, gguf, adapterDir, out, taskOut, initialEval);
+  return referenceResult(env, c, repeat, out, taskOut);
+}
+
+async function spawnReference(env: PythonEnv, o: Options, c: CaseSpec, gguf: string, adapterDir: string, out: string, taskOut: string, initialEval: boolean): Promise<void> {
   const args = [
     join(repoRoot, 'bench', 'peers', 'reference_train.py'),
     '--gguf', gguf,
@@ -379,6 +398,9 @@ async function runReference(env: PythonEnv, o: Options, c: CaseSpec, repeat: num
     ...(initialEval ? ['--initial-eval'] : []),
   ];
   await runLogged('[reference]', env.python, args, { ...process.env, OMP_NUM_THREADS: String(o.threads), MKL_NUM_THREADS: String(o.threads) });
+}
+
+function referenceResult(env: PythonEnv, c: CaseSpec, repeat: number, out: string, taskOut: string): RunResult {
   const r = readJson<ReferenceReport>(out);
   const task = readJson<SavedTask>(taskOut);
   const first = (ids: number[] | number[][]) => (Array.isArray(ids[0]) ? (ids as number[][])[0] : (ids as number[]));
@@ -414,6 +436,11 @@ async function runOurs(o: Options, c: CaseSpec, repeat: number, gguf: string, ad
     caseId: c.id,
     repeat,
   };
+  const done = existsSync(spec.out) ? readJson<RunResult>(spec.out) : undefined;
+  if (done && done.device.startsWith(o.device) && done.threads === o.threads && done.steps.length === c.steps && (!spec.initialEval || done.initial)) {
+    process.stderr.write(`  [diffuse]   reusing ${spec.out}\n`);
+    return done;
+  }
   await spawnWorker('[diffuse]  ', spec, work);
   return readJson<RunResult>(spec.out);
 }
@@ -543,16 +570,25 @@ async function main(): Promise<number> {
   }
   process.stderr.write(`reference stack: ${env.python} (${env.source}): ${PY_PACKAGES.map((n) => `${n} ${env.versions[n]}`).join(', ')}\n`);
   const gguf = o.gguf ?? (await ensureDefaultModel());
-  const work = mkdtempSync(join(tmpdir(), 'diffuse-peers-'));
+  const work = o.runsDir ?? mkdtempSync(join(tmpdir(), 'diffuse-peers-'));
+  mkdirSync(work, { recursive: true });
   const adapterDir = join(work, 'init-adapter');
   const specs = cases(o);
   const runs: RunResult[] = [];
   const started = new Date();
   try {
-    process.stderr.write(`drawing the shared LoRA init (seed ${o.seed}) into ${adapterDir}\n`);
-    await spawnWorker('[init]     ', { kind: 'init', device: o.device, threads: o.threads, gguf, adapterDir, seed: o.seed, out: join(work, 'init.json') }, work);
-    for (let repeat = 0; repeat < o.repeats; repeat++)
+    const initFile = join(work, 'init.json');
+    const init = existsSync(initFile) && existsSync(join(adapterDir, 'adapter_model.safetensors')) ? readJson<{ seed?: number }>(initFile) : undefined;
+    if (init && init.seed !== o.seed) throw new Error(`${work} holds runs from LoRA init seed ${init.seed}, not --seed ${o.seed}; give another --runs-dir`);
+    if (init) process.stderr.write(`reusing the shared LoRA init (seed ${o.seed}) in ${adapterDir}\n`);
+    else {
+      process.stderr.write(`drawing the shared LoRA init (seed ${o.seed}) into ${adapterDir}\n`);
+      await spawnWorker('[init]     ', { kind: 'init', device: o.device, threads: o.threads, gguf, adapterDir, seed: o.seed, out: initFile }, work);
+    }
+    const trainRepeats = o.trainRepeats ?? o.repeats;
+    for (let repeat = 0; repeat < Math.max(o.repeats, trainRepeats); repeat++)
       for (const c of specs) {
+        if (repeat >= (c.id === 'c' ? trainRepeats : o.repeats)) continue;
         const order: Stack[] = repeat % 2 === 0 ? ['diffuse', 'reference'] : ['reference', 'diffuse'];
         for (const stack of order) {
           process.stderr.write(`${c.name}, repeat ${repeat + 1}/${o.repeats}: ${stack}\n`);
@@ -563,7 +599,7 @@ async function main(): Promise<number> {
     process.stderr.write(`bench:peers: a run failed, nothing written: ${(error as Error).message}\n`);
     return 4;
   } finally {
-    rmSync(work, { recursive: true, force: true });
+    if (!o.runsDir) rmSync(work, { recursive: true, force: true });
   }
 
   const summaries = specs.map((c) => summarise(c, runs));
@@ -577,6 +613,7 @@ async function main(): Promise<number> {
     machine: { cpu: cpus()[0]?.model, cores: cpus().length, memoryGiB: totalmem() / 2 ** 30, device: o.device, diffuseDevice: ours.device, referenceDevice: theirs.device, gemmIsa: native().gemmIsa() },
     threads: o.threads,
     repeats: o.repeats,
+    trainRepeats: o.trainRepeats ?? o.repeats,
     model: gguf.replace(diffuseHome(), '$DIFFUSE_HOME'),
     hyperParameters: { lora: { r: 4, alpha: 8, modules: 'q,k,v,o,gate,up,down', init: `diffuse createAdapter seed ${o.seed}, B = 0, loaded by both` }, adamw: { lr: 5e-5, eps: 1e-5, betas: [0.9, 0.999], weightDecay: 0.01 }, clipGradNorm: 1 },
     versions: { diffuse: ours.versions, reference: { ...theirs.versions, pythonSource: env.source } },
