@@ -472,13 +472,18 @@ def main() -> None:
         if args.device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
+        c0 = time.process_time()
         loss, positions = optimizer_step(model, opt, prompt, eos_id, device, choose, shuffler,
                                          args.batch_size)
         if args.device == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
+        # CPU seconds of the whole process (all threads): with --threads N, cpu / (N x seconds)
+        # is the share of N cores the step got, which shows contention from other processes.
+        cpu_seconds = time.process_time() - c0
         steps.append({"step": step, "prompt": prompt.alias, "loss": loss, "seconds": seconds,
-                      "positions": positions, "positions_per_s": positions / seconds})
+                      "cpu_seconds": cpu_seconds, "positions": positions,
+                      "positions_per_s": positions / seconds})
         print(f"step {step}: {prompt.alias} loss {loss:.4f} (optimal {entropy(np.array(prompt.weights)):.4f}) "
               f"{seconds:.3f} s, {positions} positions, {positions / seconds:.0f} positions/s")
 

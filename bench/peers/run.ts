@@ -101,7 +101,8 @@ interface RunResult {
   device: string;
   threads: number;
   loadSeconds: number;
-  steps: { loss: number; seconds: number; positions: number }[];
+  /** cpuSeconds: the process's CPU time over the step, all threads (absent in older runs). */
+  steps: { loss: number; seconds: number; positions: number; cpuSeconds?: number }[];
   peakRssBytes: number;
   peakCudaBytes?: number;
   initial?: Evaluation;
@@ -226,11 +227,18 @@ async function worker(spec: WorkerSpec): Promise<void> {
   const loadSeconds = (performance.now() - t0) / 1000;
   const initial = spec.initialEval ? evaluation((await model.targetDistributions(task.prompts, { adapter }))[0]) : undefined;
   const steps: RunResult['steps'] = [];
+  const cpuNow = () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1e6;
+  };
+  let cpuBefore = cpuNow();
   await train(model, adapter, prompts, {
     nIters: spec.steps!,
     onStep: (r) => {
       const seconds = r.positions / r.positionsPerSecond;
-      steps.push({ loss: r.loss, seconds, positions: r.positions });
+      const cpu = cpuNow();
+      steps.push({ loss: r.loss, seconds, positions: r.positions, cpuSeconds: cpu - cpuBefore });
+      cpuBefore = cpu;
       process.stdout.write(`step ${r.step - 1}: loss ${r.loss.toFixed(4)} (optimal ${r.optimalLoss.toFixed(4)}) ${seconds.toFixed(3)} s, ${r.positions} positions\n`);
     },
   });
@@ -349,7 +357,7 @@ interface ReferenceReport {
   threads: number;
   versions: Record<string, string>;
   load_seconds: number;
-  steps: { loss: number; seconds: number; positions: number }[];
+  steps: { loss: number; seconds: number; positions: number; cpu_seconds?: number }[];
   peak_rss_bytes: number;
   peak_cuda_allocated_bytes?: number;
   initial: ReferenceEval[] | null;
@@ -411,7 +419,7 @@ function referenceResult(env: PythonEnv, c: CaseSpec, repeat: number, out: strin
     device: r.device_name ? `cuda:${r.device_name}` : 'cpu',
     threads: r.threads,
     loadSeconds: r.load_seconds,
-    steps: r.steps.map((s) => ({ loss: s.loss, seconds: s.seconds, positions: s.positions })),
+    steps: r.steps.map((s) => ({ loss: s.loss, seconds: s.seconds, positions: s.positions, cpuSeconds: s.cpu_seconds })),
     peakRssBytes: r.peak_rss_bytes,
     peakCudaBytes: r.peak_cuda_allocated_bytes,
     initial: r.initial ? referenceEvaluation(r.initial[0]) : undefined,
@@ -463,6 +471,8 @@ interface CaseSummary {
     stepSeconds: Spread;
     positionsPerStep: number;
     peakRssMiB: Spread;
+    /** CPU seconds ÷ (wall seconds × threads) per step, median per run: below 1, the run lost cores to other processes. */
+    cpuShare?: Spread;
     finalLoss: Spread;
     finalEntropy: Spread;
   }>;
@@ -479,6 +489,9 @@ function summarise(c: CaseSpec, runs: RunResult[]): CaseSummary {
       stepSeconds: spread(mine.map((r) => spread(r.steps.map((s) => s.seconds)).median)),
       positionsPerStep: mine[0].steps[0].positions,
       peakRssMiB: spread(mine.map((r) => r.peakRssBytes / 2 ** 20)),
+      cpuShare: mine.every((r) => r.steps.every((s) => s.cpuSeconds !== undefined))
+        ? spread(mine.map((r) => spread(r.steps.map((s) => s.cpuSeconds! / s.seconds / r.threads)).median))
+        : undefined,
       finalLoss: spread(mine.map((r) => r.final.loss)),
       finalEntropy: spread(mine.map((r) => r.final.entropy)),
     };
@@ -523,12 +536,12 @@ function checks(specs: CaseSpec[], runs: RunResult[], device: Options['device'])
 const fmtSpread = (s: Spread, digits: number) => `${s.median.toFixed(digits)} [${s.min.toFixed(digits)}–${s.max.toFixed(digits)}]`;
 
 function table(summaries: CaseSummary[]): string {
-  const rows = ['case                              stack      s/step median [range]     positions/step  peak RSS MiB  final loss  final entropy'];
+  const rows = ['case                              stack      s/step median [range]     positions/step  peak RSS MiB  CPU share  final loss  final entropy'];
   for (const s of summaries) {
     for (const stack of ['diffuse', 'reference'] as Stack[]) {
       const x = s.stacks[stack];
       rows.push(
-        `${(stack === 'diffuse' ? s.name : '').padEnd(33)} ${stack.padEnd(10)} ${fmtSpread(x.stepSeconds, 3).padEnd(25)} ${String(x.positionsPerStep).padStart(14)} ${x.peakRssMiB.median.toFixed(0).padStart(13)} ${x.finalLoss.median.toFixed(4).padStart(11)} ${x.finalEntropy.median.toFixed(4).padStart(14)}`,
+        `${(stack === 'diffuse' ? s.name : '').padEnd(33)} ${stack.padEnd(10)} ${fmtSpread(x.stepSeconds, 3).padEnd(25)} ${String(x.positionsPerStep).padStart(14)} ${x.peakRssMiB.median.toFixed(0).padStart(13)} ${(x.cpuShare ? `${(100 * x.cpuShare.median).toFixed(0)}%` : 'n/a').padStart(10)} ${x.finalLoss.median.toFixed(4).padStart(11)} ${x.finalEntropy.median.toFixed(4).padStart(14)}`,
       );
     }
     rows.push(`${''.padEnd(33)} speed-up ${s.speedup.toFixed(1)}× per step; final loss gap ${s.finalLossGap.toExponential(1)}, entropy gap ${s.finalEntropyGap.toExponential(1)}`);
