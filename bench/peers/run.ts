@@ -589,6 +589,7 @@ async function main(): Promise<number> {
   const specs = cases(o);
   const runs: RunResult[] = [];
   const started = new Date();
+  const code = gitCommit();
   try {
     const initFile = join(work, 'init.json');
     const init = existsSync(initFile) && existsSync(join(adapterDir, 'adapter_model.safetensors')) ? readJson<{ seed?: number }>(initFile) : undefined;
@@ -622,7 +623,7 @@ async function main(): Promise<number> {
   const report = {
     benchmark: 'diffuse vs the paper stack (HF transformers + PEFT + PyTorch), bench/peers/run.ts',
     date: started.toISOString(),
-    ...gitCommit(),
+    ...code,
     machine: { cpu: cpus()[0]?.model, cores: cpus().length, memoryGiB: totalmem() / 2 ** 30, device: o.device, diffuseDevice: ours.device, referenceDevice: theirs.device, gemmIsa: native().gemmIsa() },
     threads: o.threads,
     repeats: o.repeats,
