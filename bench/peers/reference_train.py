@@ -355,6 +355,34 @@ def load_adapter_weights(model, path: Path) -> None:
     set_peft_model_state_dict(model, state)
 
 
+def evaluate(model, prompts: list[Prompt], eos_id: int, device, batch_size: int, label: str) -> list[dict]:
+    """Per prompt: every target's log-prob, the target-set mass, the entropy of the model's
+    distribution renormalised over the set, and the loss -sum p* log p."""
+    import numpy as np
+
+    out = []
+    for prompt in prompts:
+        lps = target_logprobs(model, prompt, eos_id, device, batch_size)
+        # p(y) = mean over responses of p(response + y | prompt), renormalised over the set
+        per_target = [logsumexp(row) - math.log(len(row)) for row in lps]
+        top = max(per_target)
+        z = math.fsum(math.exp(v - top) for v in per_target)
+        q = [math.exp(v - top) / z for v in per_target]
+        out.append({
+            "prompt": prompt.alias,
+            "targets": [{"name": name, "logprob": row if len(row) > 1 else row[0]}
+                        for name, row in zip(prompt.target_strings, lps)],
+            "target_set_mass": math.fsum(math.exp(v) for v in per_target),
+            "entropy_over_targets": -math.fsum(x * math.log(x) for x in q if x > 0),
+            "optimal_entropy": entropy(np.array(prompt.weights)),
+            "loss": -math.fsum(w * v for w, v in zip(prompt.weights, per_target)),
+        })
+        print(f"{label} {prompt.alias}: entropy over targets {out[-1]['entropy_over_targets']:.4f} "
+              f"(optimal {out[-1]['optimal_entropy']:.4f}), mass {out[-1]['target_set_mass']:.4f}, "
+              f"loss {out[-1]['loss']:.4f}")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -379,6 +407,8 @@ def main() -> None:
     ap.add_argument("--shuffle", action="store_true", help="shuffle prompts and targets each pass, as the paper")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-final-eval", action="store_true", help="skip the final log-probs and entropy")
+    ap.add_argument("--initial-eval", action="store_true",
+                    help="also record the log-probs and entropy before training (report's 'initial')")
     ap.add_argument("--out", type=Path, help="write the report as JSON here")
     args = ap.parse_args()
     if args.random_init != (args.config is not None):
@@ -429,6 +459,8 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=5e-5, eps=1e-5)
     optimal_loss = sum(entropy(np.array(p.weights)) for p in prompts)
 
+    initial = evaluate(model, prompts, eos_id, device, args.batch_size, "initial") if args.initial_eval else None
+
     steps = []
     order: list[Prompt] = []
     for step in range(args.steps):
@@ -440,36 +472,24 @@ def main() -> None:
         if args.device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
+        c0 = time.process_time()
         loss, positions = optimizer_step(model, opt, prompt, eos_id, device, choose, shuffler,
                                          args.batch_size)
         if args.device == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
+        # CPU seconds of the whole process (all threads): with --threads N, cpu / (N x seconds)
+        # is the share of N cores the step got, which shows contention from other processes.
+        cpu_seconds = time.process_time() - c0
         steps.append({"step": step, "prompt": prompt.alias, "loss": loss, "seconds": seconds,
-                      "positions": positions, "positions_per_s": positions / seconds})
+                      "cpu_seconds": cpu_seconds, "positions": positions,
+                      "positions_per_s": positions / seconds})
         print(f"step {step}: {prompt.alias} loss {loss:.4f} (optimal {entropy(np.array(prompt.weights)):.4f}) "
               f"{seconds:.3f} s, {positions} positions, {positions / seconds:.0f} positions/s")
 
     final = []
     if not args.no_final_eval:
-        for prompt in prompts:
-            lps = target_logprobs(model, prompt, eos_id, device, args.batch_size)
-            # p(y) = mean over responses of p(response + y | prompt), renormalised over the set
-            per_target = [logsumexp(row) - math.log(len(row)) for row in lps]
-            top = max(per_target)
-            z = math.fsum(math.exp(v - top) for v in per_target)
-            q = [math.exp(v - top) / z for v in per_target]
-            final.append({
-                "prompt": prompt.alias,
-                "targets": [{"name": name, "logprob": row if len(row) > 1 else row[0]}
-                            for name, row in zip(prompt.target_strings, lps)],
-                "target_set_mass": math.fsum(math.exp(v) for v in per_target),
-                "entropy_over_targets": -math.fsum(x * math.log(x) for x in q if x > 0),
-                "optimal_entropy": entropy(np.array(prompt.weights)),
-                "loss": -math.fsum(w * v for w, v in zip(prompt.weights, per_target)),
-            })
-            print(f"final {prompt.alias}: entropy over targets {final[-1]['entropy_over_targets']:.4f} "
-                  f"(optimal {final[-1]['optimal_entropy']:.4f}), mass {final[-1]['target_set_mass']:.4f}")
+        final = evaluate(model, prompts, eos_id, device, args.batch_size, "final")
 
     if args.save_adapter:
         model.save_pretrained(str(args.save_adapter))
@@ -497,6 +517,7 @@ def main() -> None:
         "steps": steps,
         "median_step_seconds_after_first": statistics.median(timed) if timed else None,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "initial": initial,
         "final": final,
     }
     if args.device == "cuda":
