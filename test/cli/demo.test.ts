@@ -71,6 +71,11 @@ describe('diffuse demo on a tiny model', () => {
     expect(refused.stderr).toMatch(/already holds a demo's results; add --force/);
     expect(await readFile(join(out, 'summary.json'), 'utf8')).toBe(before);
 
+    // --force replaces them only once the model has loaded: a bad --model leaves them as they were.
+    const badModel = await runCli(['demo', '--model', join(dir, 'missing.gguf'), '--out', out, '--force']);
+    expect(badModel.code).toBe(1);
+    expect(await readFile(join(out, 'summary.json'), 'utf8')).toBe(before);
+
     const replaced = await runCli([...tiny(), '--iters', '1', '--samples', '0', '--seed', '3', '--out', out, '--json', '--force']);
     expect(replaced.code).toBe(0);
     expect(await readFile(join(out, 'summary.json'), 'utf8')).not.toBe(before);

@@ -41,14 +41,13 @@ interface DemoOptions extends ModelOptions {
 }
 
 /**
- * Makes OUT ready: created when missing; an earlier demo's outputs replaced only with --force;
- * a directory holding anything the demo did not write is refused, so nothing saved is lost.
+ * Checks that OUT can take the demo's results: missing or empty, or holding an earlier demo's
+ * results and --force given; a directory holding anything the demo did not write is refused,
+ * so nothing saved is lost. Returns what must be removed before the run writes (the earlier
+ * results), which the caller removes only once the model has loaded.
  */
-async function prepareOutDir(dir: string, force: boolean): Promise<void> {
-  if (!existsSync(dir)) {
-    await mkdir(dir, { recursive: true });
-    return;
-  }
+async function checkOutDir(dir: string, force: boolean): Promise<string[]> {
+  if (!existsSync(dir)) return [];
   let entries: string[];
   try {
     entries = await readdir(dir);
@@ -60,7 +59,7 @@ async function prepareOutDir(dir: string, force: boolean): Promise<void> {
     throw new InvalidArgumentError(`--out ${dir} holds files the demo did not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', …' : ''}); give an empty or new directory`);
   if (entries.length > 0 && !force)
     throw new InvalidArgumentError(`--out ${dir} already holds a demo's results; add --force to replace them, or give another --out DIR`);
-  for (const e of entries) await rm(join(dir, e), { recursive: true, force: true });
+  return entries.map((e) => join(dir, e));
 }
 
 const f2 = (x: number) => x.toFixed(2);
@@ -94,7 +93,7 @@ export function registerDemo(program: Command): void {
       .option('-o, --out <dir>', 'where report.html, summary.json and adapter/ go', 'demo')
       .option('--iters <n>', 'training passes over the five RNG 1–10 prompts', (v) => parsePositiveInt(v, '--iters'), 10)
       .option('--lr <lr>', 'AdamW learning rate (1e-3: a 135M model needs more than the paper\'s 5e-5 for 7B)', (v) => parseNumber(v, '--lr'), 1e-3)
-      .option('--rank <r>', 'LoRA rank', (v) => parsePositiveInt(v, '--rank'), 4)
+      .option('--rank <r>', 'LoRA rank (alpha is twice the rank, as the paper\'s r = 4, α = 8)', (v) => parsePositiveInt(v, '--rank'), 4)
       .option('--seed <s>', 'seed of the adapter init, the prompt order and the samples', (v) => parseWholeNumber(v, '--seed'), 0)
       .option('-n, --samples <n>', 'answers sampled per prompt of the trained task, before and after (0: exact measures only)', (v) => parseWholeNumber(v, '--samples'), 20)
       .option('--max-tokens <n>', 'longest sampled answer, in tokens', (v) => parsePositiveInt(v, '--max-tokens'), 16)
@@ -106,12 +105,14 @@ export function registerDemo(program: Command): void {
     const quiet = Boolean(o.json);
     const progress = new Progress({ json: quiet });
     const say = (line: string) => progress.log(line);
-    await prepareOutDir(outDir, Boolean(o.force));
+    const earlier = await checkOutDir(outDir, Boolean(o.force));
 
     const [trained, ...heldOut] = await loadTasks([DEMO_TRAINED_TASK, ...DEMO_HELD_OUT_TASKS]);
     const model = await loadCliModel(o, quiet);
     let adapter: Adapter | undefined;
     try {
+      for (const path of earlier) await rm(path, { recursive: true, force: true });
+      await mkdir(outDir, { recursive: true });
       const warn = (m: string) => process.stderr.write(`diffuse: warning: ${m}\n`);
       const measure = async (label: string, tuning: Adapter | undefined): Promise<Evaluation> => {
         say(`measuring the ${label} model: exactly on ${[trained, ...heldOut].map((t) => t.name).join(', ')}${o.samples > 0 ? `, and ${o.samples} samples per prompt of ${trained.name}` : ''}`);
