@@ -15,7 +15,7 @@ import { renderReport, targetLabel, type ReportRun } from '../../eval/report.js'
 import type { Adapter } from '../../model/adapter.js';
 import { Progress } from '../../progress.js';
 import { addModelOptions, bar, clip, loadCliModel, parseNumber, parsePositiveInt, parseWholeNumber, percent as commonPercent } from '../common.js';
-import { promptsFromOptions, type LogprobsOptions } from './logprobs.js';
+import { addPromptOptions, promptsFromOptions, type LogprobsOptions } from './logprobs.js';
 
 interface EvalOptions extends LogprobsOptions {
   compareBase?: boolean;
@@ -145,16 +145,11 @@ export function printTask(tasks: TaskEvaluation[], labels: string[], out: Out): 
 
 export function registerEval(program: Command): void {
   addModelOptions(
-    program
-      .command('eval')
-      .description('how diffuse the answers are: exact distributions over target sets, and coverage, entropy and validity of samples')
-      .option('-t, --task <task...>', 'task files (the reference JSON format), directories of them, or built-in task ids')
-      .option('--request <text>', 'a prompt, instead of --task')
-      .option('--targets <target...>', 'the valid answers to --request')
-      .option('--weights <w...>', 'desired probabilities of --targets (default uniform)', (v, prev: number[] = []) => [...prev, parseNumber(v, '--weights')])
-      .option('--response <text...>', 'text the answer starts with (several are averaged)')
-      .option('--no-eos', 'do not end targets with the end-of-turn token')
-      .option('--adapter <dir>', 'a LoRA adapter directory (PEFT layout) to apply')
+    addPromptOptions(
+      program
+        .command('eval')
+        .description('how diffuse the answers are: exact distributions over target sets, and coverage, entropy and validity of samples'),
+    )
       .option('--compare-base', 'with --adapter: evaluate the base model too, side by side')
       .option('-n, --samples <n>', 'samples per prompt (the paper: 1000); 0 measures only exactly', (v) => parseWholeNumber(v, '--samples'), 0)
       .option('--temperature <t>', 'sampling temperature (the paper: 1)', (v) => parseNumber(v, '--temperature'), 1)

@@ -52,19 +52,25 @@ export function printDistribution(d: TargetDistribution, out: (line: string) => 
   );
 }
 
+/** The flags of LogprobsOptions that name the prompts and the adapter (eval takes them too). */
+export function addPromptOptions(command: Command): Command {
+  return command
+    .option('-t, --task <task...>', 'task files (the reference JSON format), directories of them, or built-in task ids')
+    .option('--request <text>', 'a prompt, instead of --task')
+    .option('--targets <target...>', 'the valid answers to --request')
+    .option('--weights <w...>', 'desired probabilities of --targets (default uniform)', (v, prev: number[] = []) => [...prev, parseNumber(v, '--weights')])
+    .option('--response <text...>', 'text the answer starts with (several are averaged)')
+    .option('--no-eos', 'do not end targets with the end-of-turn token')
+    .option('--adapter <dir>', 'a LoRA adapter directory (PEFT layout) to apply');
+}
+
 export function registerLogprobs(program: Command): void {
   addModelOptions(
-    program
-      .command('logprobs')
-      .description("the exact probability the model gives each target of a task, and the set's entropy, KL and outside mass")
-      .option('-t, --task <task...>', 'task files (the reference JSON format), directories of them, or built-in task ids')
-      .option('--request <text>', 'a prompt, instead of --task')
-      .option('--targets <target...>', 'the valid answers to --request')
-      .option('--weights <w...>', 'desired probabilities of --targets (default uniform)', (v, prev: number[] = []) => [...prev, parseNumber(v, '--weights')])
-      .option('--response <text...>', 'text the answer starts with (several are averaged)')
-      .option('--no-eos', 'do not end targets with the end-of-turn token')
-      .option('--adapter <dir>', 'a LoRA adapter directory (PEFT layout) to apply')
-      .option('--json', 'print one JSON object instead of tables'),
+    addPromptOptions(
+      program
+        .command('logprobs')
+        .description("the exact probability the model gives each target of a task, and the set's entropy, KL and outside mass"),
+    ).option('--json', 'print one JSON object instead of tables'),
   ).action(async (o: LogprobsOptions) => {
     const tasks = await promptsFromOptions(o);
     const model = await loadCliModel(o, Boolean(o.json));
