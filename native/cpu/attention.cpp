@@ -129,20 +129,16 @@ struct MaxSum {
 template <int W>
 DIFFUSE_INLINE MaxSum exp_shifted(float* s, int32_t n) {
   using V = simd::vf<W>;
-  const float lowest = -std::numeric_limits<float>::infinity();
-  V m = simd::splat<V>(lowest);
-  int32_t j = 0;
-  for (; j + W <= n; j += W) m = simd::max(m, simd::load<V>(s + j));
-  if (j < n) m = simd::max(m, simd::load_partial<V>(s + j, n - j, lowest));
-  const float mx = simd::reduce_max(m);
+  const float mx = simd::max_of<W>(s, n);
   V sum{};
-  for (j = 0; j + W <= n; j += W) {
+  int32_t j = 0;
+  for (; j + W <= n; j += W) {
     const V e = simd::exp(simd::load<V>(s + j) - mx);
     simd::store(s + j, e);
     sum += e;
   }
   if (j < n) {
-    const V e = simd::exp(simd::load_partial<V>(s + j, n - j, lowest) - mx);
+    const V e = simd::exp(simd::load_partial<V>(s + j, n - j, -std::numeric_limits<float>::infinity()) - mx);
     simd::store_partial(s + j, e, n - j);
     sum += simd::load_partial<V>(s + j, n - j, 0.f);
   }

@@ -46,17 +46,6 @@ ChildLists child_lists(const EdgeSet& e) {
   return c;
 }
 
-template <int W>
-DIFFUSE_INLINE float row_max(const float* z, int64_t n) {
-  using V = simd::vf<W>;
-  const float lowest = -std::numeric_limits<float>::infinity();
-  V m = simd::splat<V>(lowest);
-  int64_t j = 0;
-  for (; j + W <= n; j += W) m = simd::max(m, simd::load<V>(z + j));
-  if (j < n) m = simd::max(m, simd::load_partial<V>(z + j, n - j, lowest));
-  return simd::reduce_max(m);
-}
-
 // ------------------------------------------------------------------ forward, one chunk
 // Per parent p of a chunk of n logits: mx = max z, se = sum e^(z - mx); for GEM, with
 // q~ = e^((z - mx) / beta): sq = sum q~, and either sqz = sum q~ z (linear) or, per child edge
@@ -79,7 +68,7 @@ DIFFUSE_INLINE void forward_chunk_body(const ForwardChunk& a, int64_t begin, int
   const int64_t n = a.n;
   for (int64_t p = begin; p < end; ++p) {
     const float* z = a.Z + p * n;
-    const float m = row_max<W>(z, n);
+    const float m = simd::max_of<W>(z, n);
     V se{}, sq{}, sqz{};
     int64_t j = 0;
     for (; j + W <= n; j += W) {

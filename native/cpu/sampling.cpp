@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -23,13 +22,7 @@ constexpr int64_t kBlock = 16;
 
 template <int W>
 DIFFUSE_INLINE float row_max_body(const float* z, int64_t n) {
-  using V = simd::vf<W>;
-  const float lowest = -std::numeric_limits<float>::infinity();
-  V m = simd::splat<V>(lowest);
-  int64_t j = 0;
-  for (; j + W <= n; j += W) m = simd::max(m, simd::load<V>(z + j));
-  if (j < n) m = simd::max(m, simd::load_partial<V>(z + j, n - j, lowest));
-  return simd::reduce_max(m);
+  return simd::max_of<W>(z, n);
 }
 DIFFUSE_SIMD_CLONES(float, row_max, row_max_body, (const float* z, int64_t n), (z, n))
 

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 // Wide vectors passed to and returned from functions compiled for narrower instruction sets
 // would change the ABI; here they never cross a call (all of this is inlined), so the warning is
@@ -103,6 +104,18 @@ DIFFUSE_INLINE float reduce_max(const V& v) {
   float m = v[0];
   for (int i = 1; i < lanes<V>; ++i) m = v[i] > m ? v[i] : m;
   return m;
+}
+
+// max of x[0..n), W lanes at a time (-inf for n = 0).
+template <int W>
+DIFFUSE_INLINE float max_of(const float* x, int64_t n) {
+  using V = vf<W>;
+  const float lowest = -std::numeric_limits<float>::infinity();
+  V m = splat<V>(lowest);
+  int64_t j = 0;
+  for (; j + W <= n; j += W) m = max(m, load<V>(x + j));
+  if (j < n) m = max(m, load_partial<V>(x + j, n - j, lowest));
+  return reduce_max(m);
 }
 
 // e^x, lane by lane.
