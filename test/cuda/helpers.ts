@@ -14,17 +14,7 @@ export function describeCuda(name: string, body: () => void): void {
   else describe.skip(`${name} (skipped: ${status.reason})`, body);
 }
 
-/** mulberry32: a small seeded generator, so every run draws the same inputs. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { rng } from '../reference/linear.js';
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);

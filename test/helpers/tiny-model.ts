@@ -10,6 +10,7 @@
  */
 import type { EngineConfig, NativeBatch, TensorSource } from '../../lib/native.js';
 import { expectedTensors } from '../../lib/model/tensors.js';
+import { rng } from '../reference/linear.js';
 
 export interface TinyModelOptions {
   layers?: number;
@@ -45,14 +46,7 @@ export interface TinyModel {
 
 /** A seeded generator of uniform [0, 1) floats and standard normals (mulberry32 + Box–Muller). */
 export function random(seed: number): { uniform(): number; normal(): number } {
-  let s = seed >>> 0;
-  const uniform = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const uniform = rng(seed);
   const normal = () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
   return { uniform, normal };
 }

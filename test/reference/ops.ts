@@ -4,22 +4,20 @@
  * intermediate is a JavaScript number (float64).
  */
 
+import { rng } from './linear.js';
+
 type Vec = ArrayLike<number>;
 
 // ------------------------------------------------------------------ test helpers
 
 /** A seeded generator (mulberry32) of uniforms in [0, 1) and standard normals. */
 export class Rng {
-  private state: number;
+  private readonly next: () => number;
   constructor(seed: number) {
-    this.state = seed >>> 0;
+    this.next = rng(seed);
   }
   uniform(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.next();
   }
   normal(): number {
     const u1 = 1 - this.uniform();

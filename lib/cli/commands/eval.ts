@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 
 import { InvalidArgumentError } from '../../errors.js';
-import { evaluate, type Evaluation, type EvaluateOptions, type TaskEvaluation } from '../../eval/evaluate.js';
+import { evaluate, type Evaluation, type EvaluateOptions, type EvaluationSettings, type TaskEvaluation } from '../../eval/evaluate.js';
 import type { Interval } from '../../eval/stats.js';
 import { renderReport, targetLabel, type ReportRun } from '../../eval/report.js';
 import type { Adapter } from '../../model/adapter.js';
@@ -17,14 +17,9 @@ import { Progress } from '../../progress.js';
 import { addModelOptions, bar, clip, loadCliModel, parseNumber, parsePositiveInt, parseWholeNumber, percent as commonPercent } from '../common.js';
 import { addPromptOptions, promptsFromOptions, type LogprobsOptions } from './logprobs.js';
 
-interface EvalOptions extends LogprobsOptions {
+/** The flags: the prompts and model of logprobs, the sampling settings, and eval's own. */
+interface EvalOptions extends LogprobsOptions, EvaluationSettings {
   compareBase?: boolean;
-  samples: number;
-  temperature: number;
-  topK: number;
-  topP: number;
-  maxTokens: number;
-  seed: number;
   batchSize?: number;
   report?: string;
 }
