@@ -21,7 +21,7 @@ struct Avx2 {
   static reg load_n(const float* p, int n) { return _mm256_maskload_ps(p, mask(n)); }
   static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
   static void store_n(float* p, reg v, int n) { _mm256_maskstore_ps(p, mask(n), v); }
-  static reg broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static reg broadcast(const float* p) { return _mm256_set1_ps(*p); }
   static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
   static float hsum(reg v) {
