@@ -83,6 +83,7 @@ std::vector<TensorSource> parse_tensors(Napi::Env env, const Napi::Value& value)
       s.init = init.Get("kind").ToString();
       s.std = number_or(init, "std", 0.02);
       s.seed = init.Get("seed").IsUndefined() ? 0 : static_cast<uint64_t>(checked_integer(env, init.Get("seed"), "tensor '" + s.name + "': init seed", kMaxSafeInteger));
+      if (init.Get("dtype").IsString()) s.storage = init.Get("dtype").ToString();
     } else {
       throw_invalid(env, "tensor '" + s.name + "' has no source: give 'file' (with 'offset' and 'dtype'), 'data' or 'init'");
     }
@@ -147,6 +148,9 @@ void ModelWrap::Init(Napi::Env env, Napi::Object exports) {
     auto tensors = std::make_shared<std::vector<TensorSource>>(parse_tensors(env, spec.Get("tensors")));
     const std::string device = spec.Get("device").IsString() ? spec.Get("device").ToString().Utf8Value() : "cpu";
     const int threads = static_cast<int>(number_or(spec, "threads", 0));
+    const std::string weights = spec.Get("weights").IsString() ? spec.Get("weights").ToString().Utf8Value() : "stored";
+    if (weights != "stored" && weights != "f32") throw_invalid(env, "model spec: 'weights' must be 'stored' or 'f32', got '" + weights + "'");
+    for (TensorSource& t : *tensors) t.widen = weights == "f32";
     auto model = std::make_shared<std::shared_ptr<Model>>();
     return PromiseWorker::run(
         env, [=] { *model = std::make_shared<Model>(make_backend(device, threads), *config, *tensors); },

@@ -27,7 +27,8 @@ namespace {
 // 64-byte aligned host memory (a cache line, and a full AVX-512 vector).
 class HostBuffer final : public Buffer {
  public:
-  HostBuffer(size_t bytes, const char* what) : bytes_(bytes) {
+  HostBuffer(size_t bytes, const char* what, StorageType storage = StorageType::F32)
+      : bytes_(bytes), storage_(storage) {
     const size_t rounded = (bytes + 63) / 64 * 64;
     data_ = rounded == 0 ? nullptr : std::aligned_alloc(64, rounded);
     if (rounded != 0 && data_ == nullptr)
@@ -37,10 +38,12 @@ class HostBuffer final : public Buffer {
   ~HostBuffer() override { std::free(data_); }
   void* data() override { return data_; }
   size_t bytes() const override { return bytes_; }
+  StorageType storage() const override { return storage_; }
 
  private:
   void* data_;
   size_t bytes_;
+  StorageType storage_;
 };
 
 const float* f(const void* p) { return static_cast<const float*>(p); }
@@ -70,6 +73,14 @@ class CpuBackend final : public Backend {
     std::memcpy(buf->data(), host, n * sizeof(float));
     return buf;
   }
+  // Every storage type: the GEMM, the LM head and the embedding widen rows as they read them.
+  bool keeps_stored(StorageType type) const override { return true; }
+  BufferPtr make_weight_stored(StorageType type, const void* data, int64_t n, const char* what) override {
+    const size_t bytes = static_cast<size_t>(storage_bytes(type, n));
+    auto buf = std::make_unique<HostBuffer>(bytes, what, type);
+    std::memcpy(buf->data(), data, bytes);
+    return buf;
+  }
   BufferPtr make_weight_init(const std::string& kind, int64_t n, float std, uint64_t seed,
                              const char* what) override {
     auto buf = alloc(n * sizeof(float), what);
@@ -95,6 +106,9 @@ class CpuBackend final : public Backend {
   void embedding_forward(const int32_t* tokens, const void* table, void* out, int64_t rows,
                          int64_t dim) override {
     diffuse::embedding_forward(tokens, f(table), f(out), rows, dim);
+  }
+  void embedding_lookup(const int32_t* tokens, const LinearWeight& table, void* out, int64_t rows) override {
+    diffuse::embedding_forward(tokens, stored_matrix(table), f(out), rows, table.in);
   }
   void rmsnorm_forward(const void* x, const void* w, void* y, float* rstd, int64_t rows,
                        int64_t dim, float eps) override {

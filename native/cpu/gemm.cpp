@@ -55,8 +55,8 @@ struct Portable {
 using PortableShape = PackedShape<4, 2, 256, 384, 576>;
 
 constexpr Kernels kPortable{"generic", PortableShape::MR, PortableShape::NV * Portable::W,
-                            PortableShape::KC, PortableShape::MC,
-                            &pack_a_rows<Portable, PortableShape>, &packed_tile<Portable, PortableShape>,
+                            PortableShape::KC, PortableShape::MC, PortableShape::NC,
+                            &pack_a_rows<Portable, PortableShape>, &packed_tile<Portable, PortableShape>, &packed_scratch<Portable, PortableShape>,
                             &direct_block<Portable, PortableShape>,
                             &direct_scratch<Portable, PortableShape>, &dot_block<Portable>,
                             &dot_scratch};
@@ -160,7 +160,7 @@ void run_packed(const Problem& p, const Kernels& k, int64_t tasks, int64_t threa
   const int64_t tm = std::max(ceil_div(p.M, k.mc), ceil_div(std::min(tasks, threads), slivers));
   const Split s = split(p.M, p.N, k.mr, k.nr, tm, ceil_div(tasks, tm));
   const size_t apack_floats = round16(static_cast<size_t>(Mp * kc * kblocks));
-  const size_t bsliver_floats = round16(static_cast<size_t>(kc * k.nr));
+  const size_t bsliver_floats = round16(k.packed_scratch(p));
   float* apack = scratch(apack_floats + bsliver_floats * static_cast<size_t>(s.tm * s.tn));
   float* bslivers = apack + apack_floats;
 
@@ -224,6 +224,15 @@ void add_extra(Problem& p, const GemmExtra* extra) {
   p.bias = extra->bias;
 }
 
+// A stored B: F32 storage is the plain path with ldb = row_bytes / 4.
+void set_stored_b(Problem& p, const StoredMatrix& B) {
+  if (B.type == StorageType::F32) {
+    p.B = static_cast<const float*>(B.data), p.ldb = B.row_bytes / static_cast<int64_t>(sizeof(float));
+  } else {
+    p.b_stored = B.data, p.b_type = B.type, p.b_row_bytes = B.row_bytes;
+  }
+}
+
 }  // namespace
 
 void sgemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
@@ -239,6 +248,26 @@ void sgemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, cons
               int64_t ldb, float beta, float* C, int64_t ldc, const GemmExtra* extra) {
   Problem p;
   p.M = M, p.N = N, p.K = K, p.A = A, p.lda = lda, p.B = B, p.ldb = ldb;
+  add_extra(p, extra);
+  p.beta = beta, p.C = C, p.ldc = ldc;
+  run(p);
+}
+
+void sgemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const StoredMatrix& B,
+              float beta, float* C, int64_t ldc, const GemmExtra* extra) {
+  Problem p;
+  p.M = M, p.N = N, p.K = K, p.A = A, p.lda = lda;
+  set_stored_b(p, B);
+  add_extra(p, extra);
+  p.b_nmajor = true, p.beta = beta, p.C = C, p.ldc = ldc;
+  run(p);
+}
+
+void sgemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const StoredMatrix& B,
+              float beta, float* C, int64_t ldc, const GemmExtra* extra) {
+  Problem p;
+  p.M = M, p.N = N, p.K = K, p.A = A, p.lda = lda;
+  set_stored_b(p, B);
   add_extra(p, extra);
   p.beta = beta, p.C = C, p.ldc = ldc;
   run(p);

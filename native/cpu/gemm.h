@@ -19,7 +19,23 @@
 
 #include <cstdint>
 
+#include "io/dequant.h"
+
 namespace diffuse {
+
+// A frozen operand kept in its storage type (io/dequant.h): row r starts at data + r * row_bytes
+// and holds whole blocks. The GEMM widens it to f32 as it packs (or reads) it, to exactly the
+// values dequantize() gives, so a product with a stored B is bit-identical to the same product
+// with B widened beforehand. F32 storage takes the plain path.
+struct StoredMatrix {
+  const void* data = nullptr;
+  StorageType type = StorageType::F32;
+  int64_t row_bytes = 0;
+  // The rows from r on.
+  StoredMatrix rows_from(int64_t r) const {
+    return {static_cast<const char*>(data) + r * row_bytes, type, row_bytes};
+  }
+};
 
 struct GemmExtra {
   const float* A2 = nullptr;
@@ -34,6 +50,11 @@ void sgemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, cons
               int64_t ldb, float beta, float* C, int64_t ldc, const GemmExtra* extra = nullptr);
 void sgemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
               int64_t ldb, float beta, float* C, int64_t ldc, const GemmExtra* extra = nullptr);
+// The same with B stored: nt reads B [N x K], nn reads B [K x N], rows as above.
+void sgemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const StoredMatrix& B,
+              float beta, float* C, int64_t ldc, const GemmExtra* extra = nullptr);
+void sgemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const StoredMatrix& B,
+              float beta, float* C, int64_t ldc, const GemmExtra* extra = nullptr);
 void sgemm_tn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
               int64_t ldb, float beta, float* C, int64_t ldc);
 

@@ -40,8 +40,8 @@ struct Avx2 {
 
 using Shape = PackedShape<4, 3, 256, 384, 576>;
 
-constexpr Kernels kAvx2{"avx2", Shape::MR, Shape::NV * Avx2::W, Shape::KC, Shape::MC,
-                          &pack_a_rows<Avx2, Shape>, &packed_tile<Avx2, Shape>,
+constexpr Kernels kAvx2{"avx2", Shape::MR, Shape::NV * Avx2::W, Shape::KC, Shape::MC, Shape::NC,
+                          &pack_a_rows<Avx2, Shape>, &packed_tile<Avx2, Shape>, &packed_scratch<Avx2, Shape>,
                           &direct_block<Avx2, Shape>, &direct_scratch<Avx2, Shape>,
                           &dot_block<Avx2>, &dot_scratch};
 

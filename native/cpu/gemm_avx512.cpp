@@ -40,8 +40,8 @@ struct Avx512 {
 
 using Shape = PackedShape<8, 3, 256, 384, 576>;
 
-constexpr Kernels kAvx512{"avx512", Shape::MR, Shape::NV * Avx512::W, Shape::KC, Shape::MC,
-                          &pack_a_rows<Avx512, Shape>, &packed_tile<Avx512, Shape>,
+constexpr Kernels kAvx512{"avx512", Shape::MR, Shape::NV * Avx512::W, Shape::KC, Shape::MC, Shape::NC,
+                          &pack_a_rows<Avx512, Shape>, &packed_tile<Avx512, Shape>, &packed_scratch<Avx512, Shape>,
                           &direct_block<Avx512, Shape>, &direct_scratch<Avx512, Shape>,
                           &dot_block<Avx512>, &dot_scratch};
 

@@ -19,11 +19,18 @@
 //     would cost more than it saves. Each C element is a dot product over K of an A row and a
 //     B row, both contiguous (nt; nn first transposes its narrow B into scratch).
 // All three add the optional bias row while storing C, on the first K block only.
+//
+// A stored B (compact weights, cpu/gemm.h StoredMatrix) is widened to f32 a panel at a time
+// into the task's scratch right before the same code reads it there: a column block x K block
+// on the packed and direct paths, a group of rows on the dot path. Every path then does the
+// same arithmetic in the same order as with B in f32, so the results are bit-identical.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+
+#include "io/dequant.h"
 
 #if defined(__SSE__)
 #include <immintrin.h>
@@ -50,12 +57,24 @@ struct Problem {
   const float* bias = nullptr;  // [N], added to every row of C, or null
   float* C = nullptr;
   int64_t ldc = 0;
+  // Segment 1 of B kept in a storage type (B is then null): row r (b_nmajor: column r of C;
+  // else: k = r) at b_stored + r * b_row_bytes. Never for tn.
+  const void* b_stored = nullptr;
+  StorageType b_type = StorageType::F32;
+  int64_t b_row_bytes = 0;
 };
+
+// Widens columns [c0, c1) of rows [r0, r1) of the stored B into dst, rows ldd floats apart.
+inline void widen_panel(const Problem& p, int64_t r0, int64_t r1, int64_t c0, int64_t c1, float* dst, int64_t ldd) {
+  for (int64_t r = r0; r < r1; ++r)
+    widen_range(p.b_type, static_cast<const char*>(p.b_stored) + r * p.b_row_bytes, c0, c1, dst + (r - r0) * ldd);
+}
 
 // One instruction set's kernels, each run on the calling thread.
 //   packed path: pack_a packs row slivers of A (all K blocks, see packed_a_offset) into a
 //   buffer shared by the tasks; packed computes C[m0:m1, n0:n1] from it, packing each B
-//   sliver into its own `bsliver` (kc * nr floats) just before use.
+//   sliver into its own `bsliver` (packed_scratch() floats: kc * nr, and a kc * nc panel
+//   after it, 64-byte aligned, for a stored B) just before use.
 //   direct / dot: compute C[m0:m1, n0:n1] with `scratch` of *_scratch() floats. `direct` takes
 //   at most kDirectGroups * mr rows and a k-major B (nn, tn); `dot` takes nt or nn.
 // Scratch is 64-byte aligned.
@@ -63,11 +82,13 @@ struct Kernels {
   const char* name;
   int mr, nr;      // packed register tile
   int64_t kc, mc;  // packed K block (a B sliver of kc x nr stays in L1) and row block (L2)
+  int64_t nc;      // packed column block (and the width of a stored B's widened panel)
   using Block = void (*)(const Problem&, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float* scratch);
   using Scratch = size_t (*)(const Problem&, int64_t rows, int64_t cols);
   void (*pack_a)(const Problem&, int64_t i0, int64_t i1, int64_t kblock, float* apack);
   void (*packed)(const Problem&, const float* apack, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                  float* bsliver);
+  size_t (*packed_scratch)(const Problem&);
   Block direct;
   Scratch direct_scratch;
   Block dot;
@@ -204,13 +225,15 @@ void pack_a_sliver(const Problem& p, int64_t i0, int R, int64_t k0, int64_t kc, 
     pack_transpose<V>(p.A2 + i0 * p.lda2 + e0, p.lda2, R, MR, e1 - e0, dst + (p.K + e0 - k0) * MR);
 }
 
-// The same for B: columns [j0, j0 + R) of C, one NR-wide sliver.
+// The same for B: columns [j0, j0 + R) of C, one NR-wide sliver. Segment 1 is read from b1,
+// its element (column j0 of C, k0), rows ldb1 apart: in place, or in a widened panel.
 template <class V, int NR>
-void pack_b_sliver(const Problem& p, int64_t j0, int R, int64_t k0, int64_t kc, float* dst) {
+void pack_b_sliver(const Problem& p, const float* b1, int64_t ldb1, int64_t j0, int R, int64_t k0, int64_t kc,
+                   float* dst) {
   const int64_t k1 = min64(k0 + kc, p.K);
   if (k0 < k1) {
-    if (p.b_nmajor) pack_transpose<V>(p.B + j0 * p.ldb + k0, p.ldb, R, NR, k1 - k0, dst);
-    else pack_copy<V>(p.B + k0 * p.ldb + j0, p.ldb, R, NR, k1 - k0, dst);
+    if (p.b_nmajor) pack_transpose<V>(b1, ldb1, R, NR, k1 - k0, dst);
+    else pack_copy<V>(b1, ldb1, R, NR, k1 - k0, dst);
   }
   const int64_t e0 = max64(k0, p.K) - p.K, e1 = k0 + kc - p.K;
   if (e0 < e1) {
@@ -305,14 +328,27 @@ void packed_tile(const Problem& p, const float* apack, int64_t m0, int64_t m1, i
   constexpr int MR = S::MR, NV = S::NV, NR = NV * V::W;
   static_assert(S::NC % NR == 0, "column blocks are whole slivers");
   const int64_t Kt = p.K + p.K2, kc_even = k_block(Kt, S::KC), Mp = round_up(p.M, MR);
+  float* panel = bsliver + round_up(kc_even * NR, 16);
   for (int64_t jc = n0; jc < n1; jc += S::NC) {
     const int64_t jc_end = min64(n1, jc + S::NC);
     for (int64_t b = 0, pc = 0; pc < Kt; ++b, pc += kc_even) {
       const int64_t kc = min64(kc_even, Kt - pc);
       const bool add = pc > 0 || p.beta != 0.f;
+      // Segment 1 of this block of B: element (column jc of C, k = pc) and its row stride.
+      const int64_t k1 = min64(pc + kc, p.K);
+      const float* b1 = nullptr;
+      int64_t ldb1 = p.ldb;
+      if (pc < k1 && p.b_stored) {
+        if (p.b_nmajor) widen_panel(p, jc, jc_end, pc, k1, panel, ldb1 = kc_even);
+        else widen_panel(p, pc, k1, jc, jc_end, panel, ldb1 = S::NC);
+        b1 = panel;
+      } else if (pc < k1) {
+        b1 = p.b_nmajor ? p.B + jc * p.ldb + pc : p.B + pc * p.ldb + jc;
+      }
       for (int64_t jr = jc; jr < jc_end; jr += NR) {
         const int n = static_cast<int>(min64(NR, jc_end - jr));
-        pack_b_sliver<V, NR>(p, jr, n, pc, kc, bsliver);
+        const float* b1r = b1 ? (p.b_nmajor ? b1 + (jr - jc) * ldb1 : b1 + (jr - jc)) : nullptr;
+        pack_b_sliver<V, NR>(p, b1r, ldb1, jr, n, pc, kc, bsliver);
         const float* bias = pc == 0 && p.bias ? p.bias + jr : nullptr;
         for (int64_t ir = m0; ir < m1; ir += MR)
           micro_kernel<V, MR, NV>(kc, apack + packed_a_offset(Mp, kc_even, b, kc, ir), bsliver,
@@ -320,6 +356,13 @@ void packed_tile(const Problem& p, const float* apack, int64_t m0, int64_t m1, i
       }
     }
   }
+}
+
+// Floats of a packed task's scratch: one B sliver, then (stored B) a widened panel.
+template <class V, class S>
+size_t packed_scratch(const Problem& p) {
+  const int64_t kc = k_block(p.K + p.K2, S::KC), NR = S::NV * V::W;
+  return static_cast<size_t>(round_up(kc * NR, 16) + (p.b_stored ? kc * S::NC : 0));
 }
 
 // ------------------------------------------------------------------------------- direct path
@@ -331,18 +374,21 @@ template <class V, class S>
 size_t direct_scratch(const Problem& p, int64_t rows, int64_t cols) {
   const int64_t kc = k_block(p.K + p.K2, S::KC);
   const int64_t mr = max64(S::MR, V::direct_mr), nr = max64(S::NV, V::direct_nv) * V::W;
-  return static_cast<size_t>(kDirectGroups * mr * kc + kc * nr);
+  return static_cast<size_t>(kDirectGroups * mr * kc + kc * nr + (p.b_stored ? kc * S::NC : 0));
 }
 
 // C[m0:m1, n0:n1] for a few rows with B k-major (nn, tn), read in place: each B element is
 // used by one or two register tiles only, so packing it would cost more than it saves. The
 // A rows are packed per K block into MR-tall slivers; only a last, partial strip of B columns
-// is copied (zero-padded) so that every load is a whole vector.
-template <class V, int MR, int NV, int64_t KC>
+// is copied (zero-padded) so that every load is a whole vector. A stored B is widened NC
+// columns at a time into a panel the strips then read.
+template <class V, int MR, int NV, int64_t KC, int64_t NC>
 void direct_rows(const Problem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float* scratch) {
   constexpr int NR = NV * V::W;
+  static_assert(NC % NR == 0, "panels are whole strips");
   const int64_t Kt = p.K + p.K2, kc_even = k_block(Kt, KC);
   float* edge = scratch + kDirectGroups * MR * kc_even;
+  float* panel = edge + kc_even * NR;
   for (int64_t pc = 0; pc < Kt; pc += kc_even) {
     const int64_t kc = min64(kc_even, Kt - pc);
     for (int64_t i = m0; i < m1; i += MR)
@@ -351,11 +397,15 @@ void direct_rows(const Problem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n
     const int64_t k1 = min64(pc + kc, p.K), kb = k1 > pc ? k1 - pc : 0;
     const int64_t e0 = max64(pc, p.K) - p.K, e1 = pc + kc - p.K, kb2 = e1 > e0 ? e1 - e0 : 0;
     const bool add = pc > 0 || p.beta != 0.f;
-    for (int64_t j = n0; j < n1; j += NR) {
-      const int n = static_cast<int>(min64(NR, n1 - j));
-      const float* b1 = p.B + pc * p.ldb + j;
+    const int64_t chunk = p.b_stored ? NC : n1 - n0;
+    for (int64_t jc = n0; jc < n1; jc += chunk) {
+    const int64_t jc_end = min64(n1, jc + chunk);
+    if (kb && p.b_stored) widen_panel(p, pc, k1, jc, jc_end, panel, NC);
+    for (int64_t j = jc; j < jc_end; j += NR) {
+      const int n = static_cast<int>(min64(NR, jc_end - j));
+      const float* b1 = p.b_stored ? panel + (j - jc) : p.B + pc * p.ldb + j;
       const float* b2 = p.B2 + e0 * p.ldb2 + j;
-      int64_t ldb1 = p.ldb, ldb2 = p.ldb2;
+      int64_t ldb1 = p.b_stored ? NC : p.ldb, ldb2 = p.ldb2;
       if (n < NR) {
         if (kb) pack_copy<V>(b1, ldb1, n, NR, kb, edge);
         if (kb2) pack_copy<V>(b2, ldb2, n, NR, kb2, edge + kb * NR);
@@ -375,14 +425,15 @@ void direct_rows(const Problem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n
         store_tile<V, MR, NV>(acc, c, p.ldc, m, n, add, bias);
       }
     }
+    }
   }
 }
 
 // At most kDirectGroups * MR rows; up to V::direct_mr rows take a shorter, wider tile.
 template <class V, class S>
 void direct_block(const Problem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float* scratch) {
-  if (m1 - m0 <= V::direct_mr) direct_rows<V, V::direct_mr, V::direct_nv, S::KC>(p, m0, m1, n0, n1, scratch);
-  else direct_rows<V, S::MR, S::NV, S::KC>(p, m0, m1, n0, n1, scratch);
+  if (m1 - m0 <= V::direct_mr) direct_rows<V, V::direct_mr, V::direct_nv, S::KC, S::NC>(p, m0, m1, n0, n1, scratch);
+  else direct_rows<V, S::MR, S::NV, S::KC, S::NC>(p, m0, m1, n0, n1, scratch);
 }
 
 // ------------------------------------------------------------------------------- dot path
@@ -438,9 +489,19 @@ void dot_tile(const DotSegment* seg, int nseg, int64_t i0, int md, int64_t j0, i
     }
 }
 
-// Dot-path scratch: nn transposes its B (and B2) into N x (K + K2) rows.
+// A stored nt B is widened kDotGroup rows (columns of C) at a time, or fewer when K is long:
+// whole multiples of every dot tile width, so the tiles fall where they would in place.
+constexpr int64_t kDotGroup = 96, kDotTileLcm = 24;
+inline int64_t dot_group(int64_t K) {
+  const int64_t fit = (int64_t{1} << 16) / (K > 0 ? K : 1) / kDotTileLcm * kDotTileLcm;
+  return fit < kDotTileLcm ? kDotTileLcm : fit > kDotGroup ? kDotGroup : fit;
+}
+
+// Dot-path scratch: nn transposes its B (and B2) into N x (K + K2) rows (and widens a stored
+// row's few columns first); a stored nt B takes a group of widened rows.
 inline size_t dot_scratch(const Problem& p, int64_t rows, int64_t cols) {
-  return p.b_nmajor ? 16 : static_cast<size_t>(cols * (p.K + p.K2) + 16);
+  if (p.b_nmajor) return static_cast<size_t>(p.b_stored ? dot_group(p.K) * p.K + 16 : 16);
+  return static_cast<size_t>(cols * (p.K + p.K2) + (p.b_stored ? cols : 0) + 16);
 }
 
 // C[m0:m1, n0:n1] by dot products (nt / nn only). The longer side streams past the shorter,
@@ -468,23 +529,41 @@ template <class V>
 void dot_block(const Problem& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float* scratch) {
   DotSegment seg[2];
   int nseg = 0;
+  // The tile shape follows the whole block, also when a stored B is taken a group at a time.
+  auto tiles = [&, rows = m1 - m0, cols = n1 - n0](int64_t j0, int64_t j1) {
+    if (rows == 1) dot_tiles<V, 1, V::dot_wide>(p, seg, nseg, m0, m1, j0, j1);
+    else if (cols <= V::dot_narrow) dot_tiles<V, V::dot_md_narrow, V::dot_narrow>(p, seg, nseg, m0, m1, j0, j1);
+    else dot_tiles<V, V::dot_md, V::dot_nd>(p, seg, nseg, m0, m1, j0, j1);
+  };
   if (p.b_nmajor) {
     if (p.K > 0) seg[nseg++] = {p.A, p.lda, p.B, p.ldb, 0, p.K};
     if (p.K2 > 0) seg[nseg++] = {p.A2, p.lda2, p.B2, p.ldb2, 0, p.K2};
+    if (p.b_stored && p.K > 0) {
+      const int64_t group = dot_group(p.K);
+      for (int64_t j0 = n0; j0 < n1; j0 += group) {
+        const int64_t j1 = min64(n1, j0 + group);
+        widen_panel(p, j0, j1, 0, p.K, scratch, p.K);
+        seg[0] = {p.A, p.lda, scratch, p.K, j0, p.K};
+        tiles(j0, j1);
+      }
+      return;
+    }
   } else {
     // nn: columns n0..n1 of B (and B2) become rows of a [cols x (K + K2)] block.
     const int64_t Kt = p.K + p.K2, cols = n1 - n0;
-    for (int64_t j = 0; j < cols; ++j) {
-      float* row = scratch + j * Kt;
-      for (int64_t k = 0; k < p.K; ++k) row[k] = p.B[k * p.ldb + n0 + j];
-      for (int64_t k = 0; k < p.K2; ++k) row[p.K + k] = p.B2[k * p.ldb2 + n0 + j];
+    float* widened = scratch + cols * Kt;
+    for (int64_t k = 0; k < p.K; ++k) {
+      const float* src = widened;
+      if (p.b_stored) widen_panel(p, k, k + 1, n0, n1, widened, cols);
+      else src = p.B + k * p.ldb + n0;
+      for (int64_t j = 0; j < cols; ++j) scratch[j * Kt + k] = src[j];
     }
+    for (int64_t j = 0; j < cols; ++j)
+      for (int64_t k = 0; k < p.K2; ++k) scratch[j * Kt + p.K + k] = p.B2[k * p.ldb2 + n0 + j];
     if (p.K > 0) seg[nseg++] = {p.A, p.lda, scratch, Kt, n0, p.K};
     if (p.K2 > 0) seg[nseg++] = {p.A2, p.lda2, scratch + p.K, Kt, n0, p.K2};
   }
-  if (m1 - m0 == 1) dot_tiles<V, 1, V::dot_wide>(p, seg, nseg, m0, m1, n0, n1);
-  else if (n1 - n0 <= V::dot_narrow) dot_tiles<V, V::dot_md_narrow, V::dot_narrow>(p, seg, nseg, m0, m1, n0, n1);
-  else dot_tiles<V, V::dot_md, V::dot_nd>(p, seg, nseg, m0, m1, n0, n1);
+  tiles(n0, n1);
 }
 
 }  // namespace

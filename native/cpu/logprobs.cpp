@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cpu/gemm.h"
+#include "cpu/lora_linear.h"
 #include "cpu/simd.h"
 #include "cpu/thread_pool.h"
 
@@ -186,7 +187,7 @@ void logprobs_forward(const float* hidden, int64_t dim, const LinearWeight& head
                       float* edge_loss, float* parent_stats, float* edge_stats) {
   const int64_t P = edges.n_parents, E = edges.n_edges, V = head.out;
   if (P == 0) return;
-  const float* Wh = static_cast<const float*>(head.w);
+  const StoredMatrix Wh = stored_matrix(head);
   const std::vector<float> H = gather_parents(hidden, dim, edges);
   const ChildLists kids = child_lists(edges);
   const bool gem = objective.kind != ObjectiveKind::CE;
@@ -194,9 +195,11 @@ void logprobs_forward(const float* hidden, int64_t dim, const LinearWeight& head
 
   // Target logits z_y, one dot product per edge (GEM's weights need them in the chunk pass).
   parallel_for(E, 64, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(static_cast<size_t>(dim));
     for (int64_t e = begin; e < end; ++e) {
       const float* h = H.data() + static_cast<int64_t>(edges.edge_parent[e]) * dim;
-      const float* w = Wh + static_cast<int64_t>(edges.edge_token[e]) * dim;
+      const float* w = row.data();
+      widen_range(Wh.type, Wh.rows_from(edges.edge_token[e]).data, 0, dim, row.data());
       double zy = 0;
       for (int64_t d = 0; d < dim; ++d) zy += static_cast<double>(h[d]) * w[d];
       edge_stats[e * kEdgeStats] = static_cast<float>(zy);
@@ -212,7 +215,7 @@ void logprobs_forward(const float* hidden, int64_t dim, const LinearWeight& head
   parallel_tasks(chunks, [&](int64_t c) {
     const int64_t v0 = c * cols, n = std::min(cols, V - v0);
     std::vector<float> Z(static_cast<size_t>(P) * n), q(gem ? n : 0);
-    sgemm_nt(P, n, dim, H.data(), dim, Wh + v0 * dim, dim, 0.f, Z.data(), n);
+    sgemm_nt(P, n, dim, H.data(), dim, Wh.rows_from(v0), 0.f, Z.data(), n);
     ForwardChunk a{Z.data(), n, objective.kind, 1.f / objective.beta, &kids, edge_stats,
                    mx.data() + c * P, se.data() + c * P, gem ? sq.data() + c * P : nullptr,
                    gem ? sqz.data() + c * P : nullptr, per_edge ? ec.data() + c * E : nullptr,
@@ -265,7 +268,7 @@ void logprobs_backward(const float* hidden, int64_t dim, const LinearWeight& hea
                        const float* parent_stats, const float* edge_stats, float* dhidden) {
   const int64_t P = edges.n_parents, V = head.out;
   if (P == 0) return;
-  const float* Wh = static_cast<const float*>(head.w);
+  const StoredMatrix Wh = stored_matrix(head);
   const std::vector<float> H = gather_parents(hidden, dim, edges);
   const ChildLists kids = child_lists(edges);
   std::vector<float> w_out(P, 0.f);
@@ -281,11 +284,11 @@ void logprobs_backward(const float* hidden, int64_t dim, const LinearWeight& hea
     float* dHg = dH.data() + g * P * dim;
     for (int64_t c = chunks * g / groups; c < chunks * (g + 1) / groups; ++c) {
       const int64_t v0 = c * cols, n = std::min(cols, V - v0);
-      sgemm_nt(P, n, dim, H.data(), dim, Wh + v0 * dim, dim, 0.f, Z.data(), n);
+      sgemm_nt(P, n, dim, H.data(), dim, Wh.rows_from(v0), 0.f, Z.data(), n);
       BackwardChunk a{Z.data(), n, v0, objective.kind, 1.f / objective.beta, &kids, &edges,
                       parent_stats, edge_stats, w_out.data()};
       backward_chunk(a, 0, P);
-      sgemm_nn(P, dim, n, Z.data(), n, Wh + v0 * dim, dim, 1.f, dHg, dim);
+      sgemm_nn(P, dim, n, Z.data(), n, Wh.rows_from(v0), 1.f, dHg, dim);
     }
   });
   for (int64_t p = 0; p < P; ++p) {

@@ -35,7 +35,7 @@ float* sized(std::vector<float>& v, size_t n) {
 
 void lora_linear_forward(const float* x, const LinearWeight& W, const LoraParams& lora, float* y,
                          float* u, int64_t rows) {
-  const float* w = static_cast<const float*>(W.w);
+  const StoredMatrix w = stored_matrix(W);
   GemmExtra extra;
   extra.bias = static_cast<const float*>(W.bias);
   if (lora.active()) {
@@ -45,16 +45,16 @@ void lora_linear_forward(const float* x, const LinearWeight& W, const LoraParams
     for (int64_t i = 0; i < W.out * r; ++i) sB[i] = lora.scale * lora.B[i];
     extra.A2 = u, extra.lda2 = r, extra.B2 = sB, extra.ldb2 = r, extra.K2 = r;
   }
-  sgemm_nt(rows, W.out, W.in, x, W.in, w, W.in, 0.f, y, W.out, &extra);
+  sgemm_nt(rows, W.out, W.in, x, W.in, w, 0.f, y, W.out, &extra);
 }
 
 void lora_linear_backward(const float* dy, const float* x, const LinearWeight& W,
                           const LoraParams& lora, const float* u, float* dx, bool accumulate,
                           const LoraGrads& grads, int64_t rows) {
-  const float* w = static_cast<const float*>(W.w);
+  const StoredMatrix w = stored_matrix(W);
   const float beta = accumulate ? 1.f : 0.f;
   if (!lora.active()) {
-    sgemm_nn(rows, W.in, W.out, dy, W.out, w, W.in, beta, dx, W.in);
+    sgemm_nn(rows, W.in, W.out, dy, W.out, w, beta, dx, W.in);
     return;
   }
   const int64_t r = lora.rank, in = W.in, out = W.out;
@@ -66,7 +66,7 @@ void lora_linear_backward(const float* dy, const float* x, const LinearWeight& W
   float* sg = sized(s.sg, static_cast<size_t>(rows * r));
   sgemm_nt(rows, r, out, dy, out, sBt, out, 0.f, sg, r);
   GemmExtra extra{sg, r, lora.A, in, r};  // + sg A
-  sgemm_nn(rows, in, out, dy, out, w, in, beta, dx, in, &extra);
+  sgemm_nn(rows, in, out, dy, out, w, beta, dx, in, &extra);
   if (grads.dA) sgemm_tn(r, in, rows, sg, r, x, in, 1.f, grads.dA, in);  // dA += sg^T x
   if (grads.dB) {
     // u^T dy [r x out] reads dy once with full vectors along out; dB [out x r] += s (u^T dy)^T.

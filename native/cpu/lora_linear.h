@@ -11,9 +11,15 @@
 
 #include <cstdint>
 
+#include "cpu/gemm.h"
 #include "engine/backend.h"
 
 namespace diffuse {
+
+// A CPU weight matrix [out x in] in its storage, for the GEMM to widen as it packs.
+inline StoredMatrix stored_matrix(const LinearWeight& W) {
+  return {W.w, W.storage, storage_bytes(W.storage, W.in)};
+}
 
 void lora_linear_forward(const float* x, const LinearWeight& W, const LoraParams& lora, float* y,
                          float* u, int64_t rows);

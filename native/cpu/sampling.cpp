@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cpu/gemm.h"
+#include "cpu/lora_linear.h"
 #include "cpu/simd.h"
 #include "cpu/thread_pool.h"
 #include "engine/random.h"
@@ -158,7 +159,7 @@ void sample_tokens(const float* hidden, int64_t dim, const LinearWeight& head, c
                    const uint64_t* streams, int64_t n, const SampleParams& params, uint64_t step,
                    int32_t* tokens, float* logp) {
   const int64_t V = head.out;
-  const float* Wh = static_cast<const float*>(head.w);
+  const StoredMatrix Wh = stored_matrix(head);
   const int64_t block = std::min(n, block_rows(V));
   std::vector<float> H(static_cast<size_t>(block) * dim), Z(static_cast<size_t>(block) * V);
   for (int64_t i0 = 0; i0 < n; i0 += block) {
@@ -168,7 +169,7 @@ void sample_tokens(const float* hidden, int64_t dim, const LinearWeight& head, c
     // The logits, in vocabulary slices spread over the threads (one row alone keeps them busy).
     parallel_tasks((V + kColumns - 1) / kColumns, [&](int64_t c) {
       const int64_t v0 = c * kColumns;
-      sgemm_nt(b, std::min(kColumns, V - v0), dim, H.data(), dim, Wh + v0 * dim, dim, 0.f, Z.data() + v0, V);
+      sgemm_nt(b, std::min(kColumns, V - v0), dim, H.data(), dim, Wh.rows_from(v0), 0.f, Z.data() + v0, V);
     });
     parallel_for(b, 1, [&](int64_t begin, int64_t end) {
       Scratch scratch(V);

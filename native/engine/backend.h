@@ -10,7 +10,9 @@
 //   * Activation buffers ("act") hold the backend's activation type: f32 on the CPU, bf16 on
 //     CUDA. Their element size is act_elem_size(); pointer offsets go through act_offset().
 //   * Weight buffers hold the backend's weight type (f32 on the CPU, bf16 on CUDA), made by
-//     make_weight() from host f32.
+//     make_weight() from host f32, or a storage type the backend keeps as it is
+//     (keeps_stored(): the CPU keeps bf16 / f16 / GGUF blocks and widens them inside its
+//     kernels), made by make_weight_stored(); Buffer::storage() says which.
 //   * LoRA parameters and their gradients, optimiser moments, per-row statistics (rstd, lse)
 //     and log-probabilities are always f32. Index arrays are int32. All of them live in the
 //     backend's memory (device memory on CUDA); copy with upload()/download().
@@ -22,7 +24,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
+
+#include "io/dequant.h"
 
 namespace diffuse {
 
@@ -34,16 +39,19 @@ class Buffer {
   virtual size_t bytes() const = 0;
   template <typename T>
   T* as() { return static_cast<T*>(data()); }
+  // For a weight buffer: the storage type it holds, or F32 for the backend's own weight type.
+  virtual StorageType storage() const { return StorageType::F32; }
 };
 using BufferPtr = std::unique_ptr<Buffer>;
 
-// A frozen base linear layer: w is a weight buffer [out x in]; bias is a weight buffer [out]
-// or null.
+// A frozen base linear layer: w is a weight buffer [out x in] in `storage` (its Buffer's
+// storage(); F32 is the backend's own weight type); bias is a weight buffer [out] or null.
 struct LinearWeight {
   const void* w = nullptr;
   const void* bias = nullptr;
   int64_t out = 0;
   int64_t in = 0;
+  StorageType storage = StorageType::F32;
 };
 
 // A LoRA adapter on one linear layer: y += scale * (x A^T) B^T with A [rank x in], B [out x rank].
@@ -161,6 +169,13 @@ class Backend {
   // random-weight models of real size, which never pass through host memory.
   virtual BufferPtr make_weight_init(const std::string& kind, int64_t n, float std, uint64_t seed,
                                      const char* what) = 0;
+  // Whether this backend keeps weights of `type` as they are (see make_weight_stored).
+  virtual bool keeps_stored(StorageType type) const { return false; }
+  // A weight buffer holding n values as stored in `type` (raw blocks, io/dequant.h), whose
+  // storage() is `type`. Only for types keeps_stored() accepts.
+  virtual BufferPtr make_weight_stored(StorageType type, const void* data, int64_t n, const char* what) {
+    throw std::logic_error(std::string(what) + ": this backend does not keep stored weights");
+  }
   virtual void act_from_f32(void* act, const float* host, int64_t n) = 0;
   virtual void act_to_f32(float* host, const void* act, int64_t n) = 0;
   void* act_offset(void* act, int64_t elems) const {
@@ -174,6 +189,10 @@ class Backend {
   // out[r] = table[tokens[r]]; table is a weight buffer [vocab x dim].
   virtual void embedding_forward(const int32_t* tokens, const void* table, void* out,
                                  int64_t rows, int64_t dim) = 0;
+  // embedding_forward from a table of any storage (table.out rows of table.in values).
+  virtual void embedding_lookup(const int32_t* tokens, const LinearWeight& table, void* out, int64_t rows) {
+    embedding_forward(tokens, table.w, out, rows, table.in);
+  }
 
   // y = x * rstd * w with rstd = 1/sqrt(mean(x^2) + eps), per row; saves rstd[rows].
   virtual void rmsnorm_forward(const void* x, const void* w, void* y, float* rstd,

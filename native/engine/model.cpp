@@ -151,7 +151,11 @@ struct Model::Scratch {
 
 LinearWeight Model::head() const {
   const Buffer& w = weights_.lm_head ? *weights_.lm_head : *weights_.embed;
-  return {const_cast<Buffer&>(w).data(), nullptr, config_.vocab, config_.hidden};
+  return {const_cast<Buffer&>(w).data(), nullptr, config_.vocab, config_.hidden, w.storage()};
+}
+
+LinearWeight Model::embedding() const {
+  return {weights_.embed->data(), nullptr, config_.vocab, config_.hidden, weights_.embed->storage()};
 }
 
 LinearWeight Model::linear(int layer, int module) const {
@@ -160,7 +164,7 @@ LinearWeight Model::linear(int layer, int module) const {
   const int64_t in_of[kModules] = {c.hidden, c.hidden, c.hidden, c.q_dim(), c.hidden, c.hidden, c.intermediate};
   const int64_t out_of[kModules] = {c.q_dim(), c.kv_dim(), c.kv_dim(), c.hidden, c.intermediate, c.intermediate, c.hidden};
   const void* bias = module <= V_PROJ && lw.qkv_bias[module] ? lw.qkv_bias[module]->data() : nullptr;
-  return {lw.linear[module]->data(), bias, out_of[module], in_of[module]};
+  return {lw.linear[module]->data(), bias, out_of[module], in_of[module], lw.linear[module]->storage()};
 }
 
 Model::Model(std::unique_ptr<Backend> backend, const ModelConfig& config,
@@ -213,7 +217,7 @@ ForwardResult Model::forward(const Batch& batch, const Adapter* adapter) {
   const int64_t T = p.rows;
   const size_t a = be.act_elem_size();
   BufferPtr x = be.alloc(T * c.hidden * a, "residual stream");
-  be.embedding_forward(p.tokens->as<int32_t>(), weights_.embed->data(), x->data(), T, c.hidden);
+  be.embedding_lookup(p.tokens->as<int32_t>(), embedding(), x->data(), T);
   LayerActs acts;
   acts.allocate(be, c, T, adapter, false);
   Scratch s{be.alloc(T * c.hidden * a, "projection output")};
@@ -255,7 +259,7 @@ StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& ob
   r.recomputed_layers = first_kept;
 
   BufferPtr x = be.alloc(T * d * a, "residual stream");
-  be.embedding_forward(p.tokens->as<int32_t>(), weights_.embed->data(), x->data(), T, d);
+  be.embedding_lookup(p.tokens->as<int32_t>(), embedding(), x->data(), T);
   std::vector<LayerActs> acts(c.layers);
   LayerActs recompute;  // shared by recomputed layers
   if (first_kept > 0) recompute.allocate(be, c, T, &adapter, false);
@@ -412,7 +416,7 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
   float* uptr = u ? u->as<float>() : nullptr;
   const AttentionShape shape{n, base + n, static_cast<int>(c.heads), static_cast<int>(c.kv_heads), static_cast<int>(c.head_dim),
                              static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)))};
-  be.embedding_forward(tok->as<int32_t>(), model_.weights_.embed->data(), x->data(), n, c.hidden);
+  be.embedding_lookup(tok->as<int32_t>(), model_.embedding(), x->data(), n);
   for (int l = 0; l < c.layers; ++l) {
     const LayerWeights& lw = model_.weights_.layers[l];
     auto lora = [&](int m) { return adapter_ ? adapter_->params(l, m) : LoraParams{}; };

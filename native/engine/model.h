@@ -60,6 +60,7 @@ class Model {
   StepResult step(const Batch& batch, Adapter& adapter, const Objective& objective);
 
   LinearWeight head() const;
+  LinearWeight embedding() const;
   LinearWeight linear(int layer, int module) const;
 
   // One model runs one call at a time; the addon holds this while a call runs.

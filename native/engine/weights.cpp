@@ -1,10 +1,14 @@
 #include "engine/weights.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <memory>
 
+#include "cpu/thread_pool.h"
 #include "engine/errors.h"
+#include "engine/random.h"
 #include "io/dequant.h"
 #include "io/mapped_file.h"
 
@@ -38,6 +42,17 @@ std::vector<float> unpermute_rows(const std::vector<float>& w, int64_t rows, int
   return out;
 }
 
+// The same on stored rows of row_bytes each.
+std::vector<uint8_t> unpermute_rows(const uint8_t* w, int64_t rows, int64_t row_bytes, int64_t heads) {
+  std::vector<uint8_t> out(static_cast<size_t>(rows * row_bytes));
+  const int64_t head_dim = rows / heads, half = head_dim / 2;
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t i = 0; i < half; ++i)
+      for (int64_t j = 0; j < 2; ++j)
+        std::memcpy(out.data() + (h * head_dim + j * half + i) * row_bytes, w + (h * head_dim + 2 * i + j) * row_bytes, row_bytes);
+  return out;
+}
+
 class Loader {
  public:
   Loader(Backend& backend, const std::vector<TensorSource>& sources) : backend_(backend) {
@@ -54,8 +69,29 @@ class Loader {
     if (s.shape != shape)
       throw Error(ErrorCode::FORMAT, where + " has shape " + shape_text(s.shape) + " but the config needs " + shape_text(shape));
     const int64_t n = element_count(shape);
-    if (s.kind == TensorSource::Kind::Init) {
-      BufferPtr buf = backend_.make_weight_init(s.init, n, static_cast<float>(s.std), s.seed, name.c_str());
+    const StorageType type = storage_type_from_name(s.storage);
+    const bool whole_rows = shape.size() == 2 && shape[1] % storage_block_values(type) == 0;
+    const bool keep = type != StorageType::F32 && whole_rows && !s.widen && backend_.keeps_stored(type);
+    BufferPtr buf;
+    if (s.kind == TensorSource::Kind::Init && type == StorageType::F32) {
+      buf = backend_.make_weight_init(s.init, n, static_cast<float>(s.std), s.seed, name.c_str());
+    } else if (s.kind == TensorSource::Kind::Init) {
+      if (s.init != "normal" || !whole_rows)
+        throw Error(ErrorCode::INVALID_ARGUMENT, where + ": only normal-initialised matrices whose rows are whole " + s.storage +
+                                                     " blocks can be stored as " + s.storage);
+      const std::vector<uint8_t> raw = init_stored(s, type, n);
+      buf = keep ? backend_.make_weight_stored(type, raw.data(), n, name.c_str()) : widened(type, raw.data(), n, name);
+    } else if (s.kind == TensorSource::Kind::File && keep) {
+      const uint8_t* raw = file_region(s, type, n, where);
+      if (s.unpermute_heads > 0) {
+        require(shape[0] % (2 * s.unpermute_heads) == 0, where + ": cannot undo the Q/K permutation for this shape");
+        const std::vector<uint8_t> rows = unpermute_rows(raw, shape[0], storage_bytes(type, shape[1]), s.unpermute_heads);
+        buf = backend_.make_weight_stored(type, rows.data(), n, name.c_str());
+      } else {
+        buf = backend_.make_weight_stored(type, raw, n, name.c_str());
+      }
+    }
+    if (buf) {
       bytes_ += buf->bytes();
       return buf;
     }
@@ -64,7 +100,7 @@ class Loader {
       require(shape.size() == 2 && shape[0] % (2 * s.unpermute_heads) == 0, where + ": cannot undo the Q/K permutation for this shape");
       values = unpermute_rows(values, shape[0], shape[1], s.unpermute_heads);
     }
-    BufferPtr buf = backend_.make_weight(values.data(), n, name.c_str());
+    buf = backend_.make_weight(values.data(), n, name.c_str());
     bytes_ += buf->bytes();
     return buf;
   }
@@ -84,18 +120,47 @@ class Loader {
         break;  // made on the backend, see load()
       case TensorSource::Kind::File: {
         const StorageType type = storage_type_from_name(s.storage);
-        if (n % storage_block_values(type) != 0)
-          throw Error(ErrorCode::FORMAT, where + ": " + std::to_string(n) + " elements do not fill whole " + s.storage + " blocks");
-        const MappedFile& file = map(s.file);
-        const uint64_t need = static_cast<uint64_t>(storage_bytes(type, n));
-        if (s.offset > file.size() || need > file.size() - s.offset)
-          throw Error(ErrorCode::FORMAT, where + " (" + s.storage + ", " + std::to_string(need) + " bytes at offset " + std::to_string(s.offset) +
-                                             ") runs past the end of the file (" + std::to_string(file.size()) + " bytes); the file is truncated or corrupt");
-        dequantize(type, file.data() + s.offset, values.data(), n);
+        dequantize(type, file_region(s, type, n, where), values.data(), n);
         break;
       }
     }
     return values;
+  }
+
+  // The bytes of a file tensor, checked against the file's size.
+  const uint8_t* file_region(const TensorSource& s, StorageType type, int64_t n, const std::string& where) {
+    if (n % storage_block_values(type) != 0)
+      throw Error(ErrorCode::FORMAT, where + ": " + std::to_string(n) + " elements do not fill whole " + s.storage + " blocks");
+    const MappedFile& file = map(s.file);
+    const uint64_t need = static_cast<uint64_t>(storage_bytes(type, n));
+    if (s.offset > file.size() || need > file.size() - s.offset)
+      throw Error(ErrorCode::FORMAT, where + " (" + s.storage + ", " + std::to_string(need) + " bytes at offset " + std::to_string(s.offset) +
+                                         ") runs past the end of the file (" + std::to_string(file.size()) + " bytes); the file is truncated or corrupt");
+    return file.data() + s.offset;
+  }
+
+  // A normal initialiser's values (the CPU's make_weight_init: std * normal_from_counter(seed,
+  // i) in f32) stored as `type`, block by block over the thread pool.
+  static std::vector<uint8_t> init_stored(const TensorSource& s, StorageType type, int64_t n) {
+    std::vector<uint8_t> raw(static_cast<size_t>(storage_bytes(type, n)));
+    const int64_t bv = storage_block_values(type), chunk = 4096 / bv * bv;
+    const float stdf = static_cast<float>(s.std);
+    parallel_for((n + chunk - 1) / chunk, 16, [&](int64_t c0, int64_t c1) {
+      std::vector<float> v(static_cast<size_t>(chunk));
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t i0 = c * chunk, m = std::min(chunk, n - i0);
+        for (int64_t i = 0; i < m; ++i) v[i] = stdf * normal_from_counter(s.seed, static_cast<uint64_t>(i0 + i));
+        quantize_row(type, v.data(), raw.data() + storage_bytes(type, i0), m);
+      }
+    });
+    return raw;
+  }
+
+  // Stored values widened on the host, for a backend that does not keep `type`.
+  BufferPtr widened(StorageType type, const uint8_t* raw, int64_t n, const std::string& name) {
+    std::vector<float> values(static_cast<size_t>(n));
+    dequantize(type, raw, values.data(), n);
+    return backend_.make_weight(values.data(), n, name.c_str());
   }
 
   const MappedFile& map(const std::string& path) {

@@ -19,7 +19,13 @@ struct TensorSource {
   // Kind::File: a region of a file in a stored type (see io/dequant.h).
   std::string file;
   uint64_t offset = 0;
+  // The stored type: of the file region (Kind::File), or the type a normal initialiser's
+  // values are rounded to (Kind::Init; see quantize_row).
   std::string storage = "F32";
+  // A matrix [rows x cols] whose rows are whole blocks stays in its stored type where the
+  // backend keeps that type (Backend::keeps_stored), unless `widen` asks for f32 (the
+  // backend's own weight type) at load. Vectors (norms, biases) are always widened.
+  bool widen = false;
   // Kind::Data: the values themselves.
   std::vector<float> data;
   // Kind::Init: "normal" (mean 0, `std`), "ones" or "zeros", from `seed`.

@@ -1,5 +1,7 @@
 #include "io/dequant.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "cpu/thread_pool.h"
@@ -194,30 +196,20 @@ int64_t storage_bytes(StorageType t, int64_t n) {
   return n / storage_block_values(t) * storage_block_bytes(t);
 }
 
+// Exact for every half, subnormals included: the 15 low bits moved into place are a float
+// 2^-112 times the value, and the multiply by 2^112 is exact; infinities and NaNs (payload
+// kept) get the all-ones exponent. Branch-free, so loops over it vectorise.
 float f16_to_f32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  uint32_t exp = (h >> 10) & 0x1F;
-  uint32_t mant = h & 0x3FF;
+  const uint32_t magnitude = static_cast<uint32_t>(h & 0x7FFF) << 13;
+  float f;
+  std::memcpy(&f, &magnitude, sizeof f);
+  f *= 0x1p112f;
   uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: renormalise
-      exp = 127 - 15 + 1;
-      while ((mant & 0x400) == 0) {
-        mant <<= 1;
-        --exp;
-      }
-      bits = sign | (exp << 23) | ((mant & 0x3FF) << 13);
-    }
-  } else if (exp == 0x1F) {
-    bits = sign | 0x7F800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float out;
-  std::memcpy(&out, &bits, sizeof out);
-  return out;
+  std::memcpy(&bits, &f, sizeof bits);
+  if (magnitude >= 0x0F800000u) bits |= 0x7F800000u;  // exponent 31: Inf / NaN
+  bits |= static_cast<uint32_t>(h & 0x8000) << 16;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
 }
 
 float bf16_to_f32(uint16_t h) {
@@ -247,6 +239,156 @@ void dequantize(StorageType type, const void* src, float* dst, int64_t n) {
       }
     }
   });
+}
+
+void widen_range(StorageType type, const void* row, int64_t c0, int64_t c1, float* dst) {
+  const uint8_t* s = static_cast<const uint8_t*>(row);
+  switch (type) {
+    case StorageType::F32: std::memcpy(dst, s + c0 * 4, (c1 - c0) * 4); return;
+    case StorageType::F16:
+      for (int64_t i = c0; i < c1; ++i) dst[i - c0] = f16_to_f32(load_u16(s + 2 * i));
+      return;
+    case StorageType::BF16:
+      for (int64_t i = c0; i < c1; ++i) dst[i - c0] = bf16_to_f32(load_u16(s + 2 * i));
+      return;
+    default: break;
+  }
+  const BlockFn fn = block_fn(type);
+  const int64_t bv = storage_block_values(type), bb = storage_block_bytes(type);
+  float block[256];
+  for (int64_t b = c0 / bv; b * bv < c1; ++b) {
+    const int64_t v0 = b * bv, v1 = v0 + bv;
+    if (v0 >= c0 && v1 <= c1) {
+      fn(s + b * bb, dst + (v0 - c0));
+    } else {
+      fn(s + b * bb, block);
+      const int64_t from = v0 > c0 ? v0 : c0, to = v1 < c1 ? v1 : c1;
+      std::memcpy(dst + (from - c0), block + (from - v0), (to - from) * sizeof(float));
+    }
+  }
+}
+
+namespace {
+
+uint32_t float_bits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof b);
+  return b;
+}
+float bits_float(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, sizeof f);
+  return f;
+}
+void store_u16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v & 0xFF);
+  p[1] = static_cast<uint8_t>(v >> 8);
+}
+
+// Round to nearest even, as numpy's astype(float16) (F. Giesen's float_to_half_fast3_rtne).
+uint16_t f32_to_f16(float x) {
+  uint32_t f = float_bits(x);
+  const uint32_t sign = f & 0x80000000u;
+  f ^= sign;
+  uint16_t o;
+  if (f >= (127u + 16u) << 23) {
+    o = f > 0x7F800000u ? 0x7E00 : 0x7C00;
+  } else if (f < 113u << 23) {
+    const float denorm_magic = bits_float(((127u - 15u) + (23u - 10u) + 1u) << 23);
+    o = static_cast<uint16_t>(float_bits(bits_float(f) + denorm_magic) - float_bits(denorm_magic));
+  } else {
+    const uint32_t mant_odd = (f >> 13) & 1;
+    f += (static_cast<uint32_t>(15 - 127) << 23) + 0xFFF + mant_odd;
+    o = static_cast<uint16_t>(f >> 13);
+  }
+  return static_cast<uint16_t>(o | (sign >> 16));
+}
+
+uint16_t f32_to_bf16(float x) {
+  const uint32_t b = float_bits(x);
+  if ((b & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((b >> 16) | 0x40);  // quiet NaN
+  return static_cast<uint16_t>((b + 0x7FFF + ((b >> 16) & 1)) >> 16);
+}
+
+void quantize_q8_0(const float* x, uint8_t* y) {
+  float amax = 0.f;
+  for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+  const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+  store_u16(y, f32_to_f16(d));
+  for (int j = 0; j < 32; ++j) y[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::round(x[j] * id)));
+}
+
+void quantize_q4_0(const float* x, uint8_t* y) {
+  float amax = 0.f, max = 0.f;
+  for (int j = 0; j < 32; ++j)
+    if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), max = x[j];
+  const float d = max / -8.f, id = d != 0.f ? 1.f / d : 0.f;
+  store_u16(y, f32_to_f16(d));
+  for (int j = 0; j < 16; ++j) {
+    const int q0 = std::min(15, static_cast<int>(static_cast<int8_t>(x[j] * id + 8.5f)));
+    const int q1 = std::min(15, static_cast<int>(static_cast<int8_t>(x[j + 16] * id + 8.5f)));
+    y[2 + j] = static_cast<uint8_t>(q0 | (q1 << 4));
+  }
+}
+
+void quantize_q4_1(const float* x, uint8_t* y) {
+  float min = x[0], max = x[0];
+  for (int j = 1; j < 32; ++j) min = std::min(min, x[j]), max = std::max(max, x[j]);
+  const float d = (max - min) / 15.f, id = d != 0.f ? 1.f / d : 0.f;
+  store_u16(y, f32_to_f16(d));
+  store_u16(y + 2, f32_to_f16(min));
+  for (int j = 0; j < 16; ++j) {
+    const int q0 = std::min(15, static_cast<int>(static_cast<int8_t>((x[j] - min) * id + 0.5f)));
+    const int q1 = std::min(15, static_cast<int>(static_cast<int8_t>((x[j + 16] - min) * id + 0.5f)));
+    y[4 + j] = static_cast<uint8_t>(q0 | (q1 << 4));
+  }
+}
+
+}  // namespace
+
+void quantize_row(StorageType type, const float* src, void* dst, int64_t n) {
+  uint8_t* d = static_cast<uint8_t*>(dst);
+  const int64_t bv = storage_block_values(type), bb = storage_block_bytes(type);
+  require(n % bv == 0, "quantize_row: value count is not a multiple of the block size");
+  switch (type) {
+    case StorageType::F32: std::memcpy(d, src, n * sizeof(float)); return;
+    case StorageType::F16:
+      for (int64_t i = 0; i < n; ++i) store_u16(d + 2 * i, f32_to_f16(src[i]));
+      return;
+    case StorageType::BF16:
+      for (int64_t i = 0; i < n; ++i) store_u16(d + 2 * i, f32_to_bf16(src[i]));
+      return;
+    case StorageType::Q8_0:
+      for (int64_t b = 0; b < n / bv; ++b) quantize_q8_0(src + b * bv, d + b * bb);
+      return;
+    case StorageType::Q4_0:
+      for (int64_t b = 0; b < n / bv; ++b) quantize_q4_0(src + b * bv, d + b * bb);
+      return;
+    case StorageType::Q4_1:
+      for (int64_t b = 0; b < n / bv; ++b) quantize_q4_1(src + b * bv, d + b * bb);
+      return;
+    default:
+      throw Error(ErrorCode::UNSUPPORTED, std::string("cannot store weights as ") + storage_type_name(type) +
+                                              " here: the engine quantises to F32, F16, BF16, Q8_0, Q4_0 and Q4_1 "
+                                              "(it reads every GGUF type it names, from files)");
+  }
+}
+
+const char* storage_type_name(StorageType type) {
+  switch (type) {
+    case StorageType::F32: return "F32";
+    case StorageType::F16: return "F16";
+    case StorageType::BF16: return "BF16";
+    case StorageType::Q8_0: return "Q8_0";
+    case StorageType::Q4_0: return "Q4_0";
+    case StorageType::Q4_1: return "Q4_1";
+    case StorageType::Q5_0: return "Q5_0";
+    case StorageType::Q5_1: return "Q5_1";
+    case StorageType::Q4_K: return "Q4_K";
+    case StorageType::Q5_K: return "Q5_K";
+    case StorageType::Q6_K: return "Q6_K";
+  }
+  return "?";
 }
 
 }  // namespace diffuse

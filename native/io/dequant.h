@@ -29,4 +29,18 @@ float bf16_to_f32(uint16_t h);
 // Widens n values (a multiple of the block size) from src to dst, over the thread pool.
 void dequantize(StorageType type, const void* src, float* dst, int64_t n);
 
+// Widens values [c0, c1) of one stored row (which starts on a block boundary) into dst, on
+// the calling thread: the same numbers dequantize() gives. The GEMM's packing and the
+// embedding read compact weights through it. A block the range cuts is decoded whole and
+// the needed part copied.
+void widen_range(StorageType type, const void* row, int64_t c0, int64_t c1, float* dst);
+
+// Stores n values (a multiple of the block size) in `type`, on the calling thread: halves
+// and bfloat16 rounded to nearest even, Q8_0 / Q4_0 / Q4_1 as ggml's reference quantizers
+// (quantize_row_*_ref) round them. Throws Error(UNSUPPORTED) for the other types.
+void quantize_row(StorageType type, const float* src, void* dst, int64_t n);
+
+// "F32", "Q4_1", … : the name storage_type_from_name() reads.
+const char* storage_type_name(StorageType type);
+
 }  // namespace diffuse
