@@ -38,14 +38,23 @@ export type TensorSource = {
 } & (
   | { file: string; offset: number; dtype: string }
   | { data: Float32Array }
-  | { init: { kind: 'normal' | 'ones' | 'zeros'; std?: number; seed?: number } }
+  | { init: { kind: 'normal' | 'ones' | 'zeros'; std?: number; seed?: number; dtype?: WeightDtype } }
 );
+
+/**
+ * How weights are stored: 'F32', or a type the CPU keeps as it is and widens inside its GEMM
+ * (IEEE halves, bfloat16, GGUF blocks). Random-init matrices can be rounded to F32, F16,
+ * BF16, Q8_0, Q4_0 or Q4_1; files hold any of them.
+ */
+export type WeightDtype = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0' | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q4_K' | 'Q5_K' | 'Q6_K';
 
 export interface NativeModelSpec {
   config: EngineConfig;
   tensors: TensorSource[];
   device: string;
   threads?: number;
+  /** 'stored' (default): matrices stay in their stored type where the backend keeps it; 'f32': widened at load. */
+  weights?: 'stored' | 'f32';
 }
 
 /**
@@ -244,11 +253,12 @@ export interface NativeAddon {
     N: number,
     K: number,
     A: Float32Array,
-    B: Float32Array,
+    B: Float32Array | { dtype: WeightDtype; bytes: Uint8Array },
     C?: Float32Array | null,
     extra?: { A2: Float32Array; B2: Float32Array; K2: number },
   ): Float32Array;
   dequantize(type: string, bytes: Uint8Array, count: number): Float32Array;
+  quantize(type: WeightDtype, values: Float32Array): Uint8Array;
   setThreads(n: number): void;
   threadCount(): number;
   gemmIsa(): string;

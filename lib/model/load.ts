@@ -6,7 +6,7 @@ import { InvalidArgumentError, nativeCall } from '../errors.js';
 import { native, type EngineConfig, type NativeModel, type TensorSource } from '../native.js';
 import { tokenizerFromGguf, tokenizerFromHfDirectory } from '../tokenizer/index.js';
 import { Model, type Device } from './model.js';
-import { initTensorSources, preset } from './presets.js';
+import { initDtype, initTensorSources, preset } from './presets.js';
 import { resolveModel, type ResolveOptions } from './resolve.js';
 import { loadModelSpec } from './tensors.js';
 
@@ -17,6 +17,11 @@ export interface LoadModelOptions extends ResolveOptions {
   device?: Device;
   /** CPU threads (default: all cores, or DIFFUSE_THREADS). */
   threads?: number;
+  /**
+   * 'stored' (default): weight matrices stay in the file's type (bf16, f16, GGUF blocks) and the
+   * CPU widens them inside its GEMM, bit-identical to 'f32', which widens everything at load.
+   */
+  weights?: 'stored' | 'f32';
 }
 
 /** Random weights of a known shape: a preset ('llama-2-7b', 'llama-2-13b', 'mistral-7b', 'smollm2-135m') or a config. */
@@ -25,6 +30,8 @@ export interface RandomModelSpec {
   randomInit: true;
   /** Seeds the weights (default 0); the same seed gives the same weights on every device. */
   seed?: number;
+  /** Storage of the matrices: 'f32' (default), 'bf16', 'f16', 'q8_0', 'q4_0' or 'q4_1' (values rounded to it). */
+  dtype?: string;
 }
 
 /** The device 'auto' stands for on this machine. */
@@ -35,7 +42,11 @@ export function pickDevice(device: Device = 'auto'): string {
 
 /** @internal */
 export async function createNativeModel(config: EngineConfig, tensors: TensorSource[], options: LoadModelOptions): Promise<NativeModel> {
-  return nativeCall(() => native().createModel({ config, tensors, device: pickDevice(options.device), threads: options.threads }));
+  if (options.weights !== undefined && options.weights !== 'stored' && options.weights !== 'f32')
+    throw new InvalidArgumentError(`weights must be 'stored' or 'f32', got '${String(options.weights)}'`);
+  return nativeCall(() =>
+    native().createModel({ config, tensors, device: pickDevice(options.device), threads: options.threads, weights: options.weights }),
+  );
 }
 
 /**
@@ -47,7 +58,7 @@ export async function loadModel(spec: string | RandomModelSpec, options: LoadMod
   if (typeof spec !== 'string') {
     if (spec?.randomInit !== true) throw new InvalidArgumentError('loadModel(spec) takes a model name, path or hub id, or { config, randomInit: true }');
     const config = typeof spec.config === 'string' ? preset(spec.config) : spec.config;
-    const nativeModel = await createNativeModel(config, initTensorSources(config, { seed: spec.seed ?? 0 }), options);
+    const nativeModel = await createNativeModel(config, initTensorSources(config, { seed: spec.seed ?? 0, dtype: initDtype(spec.dtype ?? 'f32') }), options);
     return new Model(`random:${typeof spec.config === 'string' ? spec.config : 'config'}`, config, nativeModel, undefined);
   }
   const source = await resolveModel(spec, options);

@@ -52,6 +52,20 @@ export interface InitOptions {
   seed?: number;
   /** Standard deviation of the normal matrices (default 0.02, as Llama's initializer_range). */
   std?: number;
+  /** The type the matrices are stored in (default 'F32'): 'BF16', 'F16', 'Q8_0', 'Q4_0', 'Q4_1'. */
+  dtype?: InitDtype;
+}
+
+/** Storage types a random-init matrix can be rounded to. */
+export const initDtypes = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1'] as const;
+export type InitDtype = (typeof initDtypes)[number];
+
+/** 'bf16', 'q8_0', … in any case, checked. */
+export function initDtype(name: string): InitDtype {
+  const upper = name.toUpperCase();
+  if (!(initDtypes as readonly string[]).includes(upper))
+    throw new InvalidArgumentError(`unknown weight dtype '${name}' for random weights; known: ${initDtypes.map((d) => d.toLowerCase()).join(', ')}`);
+  return upper as InitDtype;
 }
 
 interface Shaped {
@@ -96,12 +110,13 @@ function tensorShapes(c: EngineConfig): Shaped[] {
 export function initTensorSources(config: EngineConfig, options: InitOptions = {}): TensorSource[] {
   const seed = options.seed ?? 0;
   const std = options.std ?? 0.02;
+  const dtype = initDtype(options.dtype ?? 'F32');
   if (!Number.isSafeInteger(seed) || seed < 0) throw new InvalidArgumentError(`init seed must be a non-negative integer, got ${seed}`);
   if (!(std > 0) || !Number.isFinite(std)) throw new InvalidArgumentError(`init std must be a positive number, got ${std}`);
   return tensorShapes(config).map((t, i): TensorSource => ({
     name: t.name,
     shape: t.shape,
-    init: t.kind === 'normal' ? { kind: 'normal', std, seed: seed + 7919 * i } : { kind: t.kind },
+    init: t.kind === 'normal' ? { kind: 'normal', std, seed: seed + 7919 * i, dtype } : { kind: t.kind },
   }));
 }
 

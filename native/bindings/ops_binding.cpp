@@ -424,7 +424,8 @@ class OpsWrap : public Napi::ObjectWrap<OpsWrap> {
 };
 
 // gemm(kind, M, N, K, A, B, C?, extra?) on the CPU: kind 'nt' | 'nn' | 'tn'; C given means
-// beta = 1 (accumulate onto it). extra = { A2, B2, K2 } extends K ('nt' and 'nn' only).
+// beta = 1 (accumulate onto it). extra = { A2, B2, K2 } extends K ('nt' and 'nn' only). B may
+// be { dtype, bytes } for 'nt' and 'nn': B's rows in a storage type (F16, Q4_K, …).
 Napi::Value CpuGemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string kind = info[0].ToString();
@@ -432,6 +433,24 @@ Napi::Value CpuGemm(const Napi::CallbackInfo& info) {
   const int64_t N = static_cast<int64_t>(info[2].As<Napi::Number>().DoubleValue());
   const int64_t K = static_cast<int64_t>(info[3].As<Napi::Number>().DoubleValue());
   auto A = info[4].As<Napi::Float32Array>();
+  if (!info[5].IsTypedArray()) {
+    return guard(env, [&]() -> Napi::Value {
+      Napi::Object b = info[5].As<Napi::Object>();
+      const StorageType type = storage_type_from_name(b.Get("dtype").ToString());
+      auto bytes = b.Get("bytes").As<Napi::Uint8Array>();
+      require(kind == "nt" || kind == "nn", "gemm: a stored B is for 'nt' and 'nn'");
+      const int64_t rows = kind == "nt" ? N : K, cols = kind == "nt" ? K : N;
+      require(cols % storage_block_values(type) == 0, "gemm: B's rows are not whole blocks");
+      require(static_cast<int64_t>(bytes.ByteLength()) >= rows * storage_bytes(type, cols), "gemm: too few bytes for B");
+      const StoredMatrix stored{bytes.Data(), type, storage_bytes(type, cols)};
+      const bool acc = info.Length() > 6 && info[6].IsTypedArray();
+      auto C = Napi::Float32Array::New(env, M * N);
+      if (acc) std::memcpy(C.Data(), info[6].As<Napi::Float32Array>().Data(), M * N * sizeof(float));
+      if (kind == "nt") sgemm_nt(M, N, K, A.Data(), K, stored, acc ? 1.f : 0.f, C.Data(), N);
+      else sgemm_nn(M, N, K, A.Data(), K, stored, acc ? 1.f : 0.f, C.Data(), N);
+      return C;
+    });
+  }
   auto B = info[5].As<Napi::Float32Array>();
   const bool acc = info.Length() > 6 && info[6].IsTypedArray();
   auto C = Napi::Float32Array::New(env, M * N);
@@ -469,6 +488,20 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   });
 }
 
+// quantize(type, values) -> Uint8Array: the values stored as `type` (quantize_row).
+Napi::Value Quantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    const StorageType type = storage_type_from_name(info[0].ToString());
+    auto values = info[1].As<Napi::Float32Array>();
+    const int64_t n = static_cast<int64_t>(values.ElementLength());
+    require(n % storage_block_values(type) == 0, "quantize: count is not a whole number of blocks");
+    auto out = Napi::Uint8Array::New(env, static_cast<size_t>(storage_bytes(type, n)));
+    quantize_row(type, values.Data(), out.Data(), n);
+    return out;
+  });
+}
+
 }  // namespace
 
 void InitOps(Napi::Env env, Napi::Object exports) {
@@ -480,6 +513,7 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   }));
   exports.Set("gemm", Napi::Function::New(env, CpuGemm));
   exports.Set("dequantize", Napi::Function::New(env, Dequantize));
+  exports.Set("quantize", Napi::Function::New(env, Quantize));
 }
 
 }  // namespace diffuse
