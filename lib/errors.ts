@@ -60,6 +60,17 @@ export class NotFoundError extends DiffuseError {
   }
 }
 
+/**
+ * Memory that is not there: raised before loading a model or starting a step that would not
+ * fit (the machine's MemAvailable, the cgroup's limit, or DIFFUSE_MEMORY_LIMIT), naming what
+ * needed how much and what to try instead; also when an allocation itself fails.
+ */
+export class OutOfMemoryError extends DiffuseError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('OUT_OF_MEMORY', message, options);
+  }
+}
+
 /** A download that could not be made. */
 export class NetworkError extends DiffuseError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -86,6 +97,7 @@ export function fromNative(error: unknown): DiffuseError {
   if (error instanceof DiffuseError) return error;
   if (typeof error === 'object' && error !== null && typeof (error as { message?: unknown }).message === 'string') {
     const { message, code } = error as { message: string; code?: unknown };
+    if (code === 'OUT_OF_MEMORY') return new OutOfMemoryError(message, { cause: error });
     return new DiffuseError(nativeCodes[typeof code === 'string' ? code : ''] ?? 'INTERNAL', message, { cause: error });
   }
   return new DiffuseError('INTERNAL', String(error));

@@ -3,7 +3,7 @@
  * answers (Zhang et al., COLM 2024), and measure how diffuse they are.
  */
 export { loadModel, pickDevice, type LoadModelOptions, type Device, type RandomModelSpec } from './model/load.js';
-export { presets, preset, parameterCount, type PresetName } from './model/presets.js';
+export { presets, preset, parameterCount, initDtypes, type PresetName, type InitDtype } from './model/presets.js';
 export {
   Model,
   distributionOf,
@@ -36,6 +36,7 @@ export {
   ModelFormatError,
   NetworkError,
   NotFoundError,
+  OutOfMemoryError,
   UnsupportedError,
   type ErrorCode,
 } from './errors.js';

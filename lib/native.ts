@@ -260,6 +260,8 @@ export interface NativeAddon {
   dequantize(type: string, bytes: Uint8Array, count: number): Float32Array;
   quantize(type: WeightDtype, values: Float32Array): Uint8Array;
   setThreads(n: number): void;
+  /** Caps this process's memory (bytes; 0 removes the cap) for the engine's load and step planning. */
+  setMemoryLimit(bytes: number): void;
   threadCount(): number;
   gemmIsa(): string;
   cudaStatus(): CudaStatus;

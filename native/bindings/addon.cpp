@@ -6,6 +6,7 @@
 #include "cpu/gemm.h"
 #include "cpu/thread_pool.h"
 #include "engine/devices.h"
+#include "engine/memory.h"
 
 namespace diffuse {
 void InitOps(Napi::Env env, Napi::Object exports);
@@ -18,6 +19,14 @@ using namespace diffuse;
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsNumber()) throw_invalid(info.Env(), "setThreads(n) needs a number");
   set_thread_count(static_cast<int>(info[0].As<Napi::Number>().Int32Value()));
+  return info.Env().Undefined();
+}
+
+// setMemoryLimit(bytes): caps this process's memory for load and step planning; 0 removes it.
+Napi::Value SetMemoryLimit(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber() || !(info[0].As<Napi::Number>().DoubleValue() >= 0))
+    throw_invalid(info.Env(), "setMemoryLimit(bytes) needs a non-negative number");
+  set_memory_limit(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()));
   return info.Env().Undefined();
 }
 
@@ -43,6 +52,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   SessionWrap::Init(env, exports);
   InitOps(env, exports);
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("setMemoryLimit", Napi::Function::New(env, SetMemoryLimit));
   exports.Set("threadCount", Napi::Function::New(env, ThreadCount));
   exports.Set("gemmIsa", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::String::New(info.Env(), gemm_isa());

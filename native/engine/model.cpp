@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "engine/errors.h"
+#include "engine/memory.h"
 
 namespace diffuse {
 
@@ -239,6 +240,29 @@ ForwardResult Model::forward(const Batch& batch, const Adapter* adapter) {
 }
 
 // ------------------------------------------------------------------------------------- step
+// The activation budget a step over T rows (P parents) can have on the CPU: the step's other
+// buffers (gradients, the head's chunks, GEMM packing; an upper estimate) and every layer's
+// input come first, then one layer's full activations for recomputing; what memory is left
+// after those, up to activation_budget_, keeps layers. Throws OUT_OF_MEMORY when even the
+// all-recomputed step does not fit.
+size_t Model::step_activation_room(int64_t T, size_t per_layer, int64_t P) const {
+  const ModelConfig& c = config_;
+  const uint64_t a = backend_->act_elem_size(), rows = static_cast<uint64_t>(T);
+  const uint64_t others = rows * a * (6 * c.hidden + 3 * c.intermediate + 2 * c.q_dim() + 2 * c.kv_dim()) +
+                          rows * sizeof(float) * (std::max(c.hidden, c.intermediate) + 8) +
+                          static_cast<uint64_t>(P) * sizeof(float) * (c.hidden + 8 * 4096 + c.vocab / 16) + (uint64_t{256} << 20);
+  const uint64_t inputs = rows * a * c.hidden * static_cast<uint64_t>(c.layers);
+  const uint64_t least = others + inputs + per_layer;
+  const MemoryAvailable m = available_memory();
+  if (least > m.bytes)
+    throw Error(ErrorCode::OUT_OF_MEMORY,
+                "a training step over " + std::to_string(T) + " rows needs at least " + gib(least) + " (" + gib(per_layer) +
+                    " of activations per layer, recomputed; " + gib(inputs) + " of layer inputs; " + gib(others) +
+                    " of gradients and scratch) but " + gib(m.bytes) + " is available (" + m.source +
+                    "); try fewer rows per step (fewer prompts or targets per batch), fewer threads, or a smaller model");
+  return static_cast<size_t>(std::min<uint64_t>(activation_budget_, m.bytes - least + per_layer));
+}
+
 StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& objective) {
   Backend& be = *backend_;
   const ModelConfig& c = config_;
@@ -252,9 +276,11 @@ StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& ob
   if (p.n_edges == 0) return r;
 
   // Layers keep their full activations while the budget lasts (the last ones first, since the
-  // backward starts there); the others keep only their input and are recomputed.
+  // backward starts there); the others keep only their input and are recomputed. On the CPU
+  // the budget also stays within the memory available, checked before anything is allocated.
   const size_t per_layer = LayerActs::bytes_per_row(c, a, adapter.rank()) * static_cast<size_t>(T);
-  const int64_t kept = std::min<int64_t>(c.layers, static_cast<int64_t>(activation_budget_ / std::max<size_t>(1, per_layer)));
+  const size_t budget = be.name() == "cpu" ? step_activation_room(T, per_layer, p.edges.n_parents) : activation_budget_;
+  const int64_t kept = std::min<int64_t>(c.layers, static_cast<int64_t>(budget / std::max<size_t>(1, per_layer)));
   const int64_t first_kept = c.layers - kept;
   r.recomputed_layers = first_kept;
 

@@ -67,6 +67,7 @@ class Model {
   std::mutex& mutex() { return mutex_; }
 
  private:
+  size_t step_activation_room(int64_t T, size_t per_layer, int64_t parents) const;
   friend class Session;
   struct Plan;
   struct LayerActs;

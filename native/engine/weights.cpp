@@ -8,6 +8,7 @@
 
 #include "cpu/thread_pool.h"
 #include "engine/errors.h"
+#include "engine/memory.h"
 #include "engine/random.h"
 #include "io/dequant.h"
 #include "io/mapped_file.h"
@@ -71,7 +72,7 @@ class Loader {
     const int64_t n = element_count(shape);
     const StorageType type = storage_type_from_name(s.storage);
     const bool whole_rows = shape.size() == 2 && shape[1] % storage_block_values(type) == 0;
-    const bool keep = type != StorageType::F32 && whole_rows && !s.widen && backend_.keeps_stored(type);
+    const bool keep = keeps(s);
     BufferPtr buf;
     if (s.kind == TensorSource::Kind::Init && type == StorageType::F32) {
       buf = backend_.make_weight_init(s.init, n, static_cast<float>(s.std), s.seed, name.c_str());
@@ -106,6 +107,40 @@ class Loader {
   }
 
   size_t bytes() const { return bytes_; }
+
+  // Whether the tensor stays in its stored type.
+  bool keeps(const TensorSource& s) const {
+    const StorageType type = storage_type_from_name(s.storage);
+    const bool whole_rows = s.shape.size() == 2 && s.shape[1] % storage_block_values(type) == 0;
+    return type != StorageType::F32 && whole_rows && !s.widen && backend_.keeps_stored(type);
+  }
+
+  // Before anything is loaded (CPU backends, whose weights live in this process): the bytes
+  // every source will hold plus the largest transient copy one of them needs while loading,
+  // against available_memory(). The error names the total and what compact types would need.
+  void check_fits() const {
+    if (backend_.name() != "cpu") return;
+    uint64_t total = 0, transient = 0, matrix_values = 0, vector_bytes = 0;
+    for (const auto& [name, src] : by_name_) {
+      const TensorSource& s = *src;
+      const StorageType type = storage_type_from_name(s.storage);
+      const uint64_t n = static_cast<uint64_t>(element_count(s.shape)), f32 = n * backend_.weight_elem_size();
+      const bool keep = keeps(s), init = s.kind == TensorSource::Kind::Init;
+      const uint64_t stored = n % storage_block_values(type) == 0 ? static_cast<uint64_t>(storage_bytes(type, static_cast<int64_t>(n))) : f32;
+      total += keep ? stored : f32;
+      uint64_t extra = 0;
+      if (init && type != StorageType::F32) extra = stored + (keep ? 0 : n * sizeof(float));
+      else if (!init && keep) extra = s.unpermute_heads > 0 ? stored : 0;
+      else if (!init) extra = n * sizeof(float) * (s.unpermute_heads > 0 ? 2 : 1);
+      transient = std::max(transient, extra);
+      if (s.shape.size() == 2) matrix_values += n;
+      else vector_bytes += f32;
+    }
+    auto as = [&](double bytes_per_value) { return gib(static_cast<uint64_t>(matrix_values * bytes_per_value) + vector_bytes); };
+    check_memory(total + transient, "loading the model's weights (" + gib(total) + " kept, " + gib(transient) + " while loading)",
+                 "try weights in a compact type, which the CPU keeps as they are (bf16: " + as(2) + ", q8_0: " + as(34.0 / 32) +
+                     ", q4_0: " + as(18.0 / 32) + "; a GGUF file of that type, or dtype for random weights), not weights: 'f32', or a smaller model");
+  }
 
  private:
   std::vector<float> read(const TensorSource& s, int64_t n, const std::string& where) {
@@ -180,6 +215,7 @@ class Loader {
 Weights load_weights(Backend& backend, const ModelConfig& c, const std::vector<TensorSource>& sources) {
   c.validate();
   Loader loader(backend, sources);
+  loader.check_fits();
   Weights w;
   const int64_t d = c.hidden, I = c.intermediate;
   w.embed = loader.load("model.embed_tokens.weight", {c.vocab, d});
