@@ -3,7 +3,8 @@
  * the paper's padded batches of 32 (each target its own sequence, prompt recomputed, padded to
  * the batch's longest target; the batches' gradients accumulated), for RNG 1–10 and the 200
  * baby names. Per case: positions computed, step time, peak memory, and achieved GFLOP/s as a
- * fraction of this machine's sgemm peak measured in the same run.
+ * fraction of the ceiling measured in the same run: an external BLAS (MKL through torch,
+ * OpenBLAS through numpy) on the step's own GEMM shapes and threads (bench/step-cost.ts).
  *
  *   npx tsx bench/step.bench.ts [--repeats N] [--out bench/results/cpu-step.json]
  *
@@ -16,10 +17,12 @@ import { fileURLToPath } from 'node:url';
 
 import { loadModel } from '../lib/model/load.js';
 import type { Model } from '../lib/model/model.js';
-import { native, type EngineConfig } from '../lib/native.js';
+import { preset } from '../lib/model/presets.js';
+import { native } from '../lib/native.js';
 import { Progress } from '../lib/progress.js';
 import { buildTrieBatch, type PreparedPrompt, type TrieBatch } from '../lib/targets/target-set.js';
 import { loadTasks } from '../lib/tasks/index.js';
+import { stepCeiling, stepFlops, type StepCeiling } from './step-cost.js';
 
 const tasks = { rng: 'data/tasks/reference/prompts/numbers/rng-0.json', names: 'data/tasks/reference/prompts/baby-names/train.json' } as const;
 type TaskKey = keyof typeof tasks;
@@ -74,29 +77,6 @@ function paddedBatches(prompt: PreparedPrompt, eos: number, batchSize = 32): Tri
   return out;
 }
 
-/** Multiply-adds ×2 of one step: linear layers forward and input-gradient, attention, the LM head. */
-function stepFlops(c: EngineConfig, batch: TrieBatch, rank: number): number {
-  const T = batch.positions;
-  const d = c.hiddenSize, I = c.intermediateSize, q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim;
-  const linear = d * q + 2 * d * kv + q * d + 3 * d * I;
-  const lora = rank * ((d + q) + 2 * (d + kv) + (q + d) + 2 * (d + I) + (I + d));
-  // Forward, then the input gradient (dx = dy W) and the rank-r gradients in the backward.
-  const perRow = c.numLayers * (2 * linear * 2 + 2 * lora * 4);
-  // Attention: scores and the weighted sum forward, about twice that backward.
-  const depth = new Int32Array(T);
-  let keys = 0;
-  for (let r = 0; r < T; r++) {
-    const p = batch.batch.parents[r];
-    depth[r] = p < 0 ? 0 : depth[p] + 1;
-    keys += depth[r] + 1;
-  }
-  const attention = c.numLayers * keys * c.numHeads * c.headDim * 2 * 2 * 3;
-  // The head: the logits pass, then the backward's recomputation and dz·W.
-  const parents = new Set(batch.batch.edgeRows).size;
-  const head = parents * 2 * c.vocabSize * d * 3;
-  return T * perRow + attention + head;
-}
-
 async function runCase(task: TaskKey, layout: Layout, repeats: number): Promise<CaseResult> {
   const model: Model = await loadModel('smollm2-135m-instruct', { device: 'cpu', progress: new Progress({ mode: 'silent' }) });
   const [t] = await loadTasks([tasks[task]], { cwd: process.cwd() });
@@ -133,19 +113,7 @@ async function runCase(task: TaskKey, layout: Layout, repeats: number): Promise<
   return result;
 }
 
-/** This machine's sgemm throughput on a large square, in GFLOP/s (best of a few). */
-function sgemmPeak(): number {
-  const n = 1024;
-  const A = Float32Array.from({ length: n * n }, (_, i) => ((i * 7) % 13) / 13 - 0.5);
-  const B = Float32Array.from({ length: n * n }, (_, i) => ((i * 5) % 11) / 11 - 0.5);
-  let best = 0;
-  for (let i = 0; i < 6; i++) {
-    const t0 = performance.now();
-    native().gemm('nt', n, n, n, A, B);
-    best = Math.max(best, (2 * n * n * n) / ((performance.now() - t0) / 1000) / 1e9);
-  }
-  return best;
-}
+const smollm2 = preset('smollm2-135m');
 
 async function main() {
   const args = process.argv.slice(2);
@@ -165,11 +133,17 @@ async function main() {
       const json = execFileSync(process.execPath, ['--import', 'tsx', self, '--worker', `${task}:${layout}`, '--repeats', String(repeats)], { encoding: 'utf8', maxBuffer: 1 << 24 });
       results.push(JSON.parse(json) as CaseResult);
     }
-  const peak = sgemmPeak();
-  const rows = results.map((r) => ({ ...r, fractionOfPeak: r.gflops / peak }));
+  const threads = native().threadCount();
+  const ceilings = new Map<string, StepCeiling>();
+  for (const r of results) if (!ceilings.has(`${r.task}:${r.layout}`)) ceilings.set(`${r.task}:${r.layout}`, stepCeiling(smollm2, r.positions / r.batches, threads));
+  const rows = results.map((r) => {
+    const ceiling = ceilings.get(`${r.task}:${r.layout}`)!;
+    return { ...r, ceilingGflops: ceiling.gflops, fractionOfCeiling: r.gflops / ceiling.gflops, ceiling };
+  });
   const table = [
-    'task   layout  positions  step (s)  peak RSS (MiB)  GFLOP/s  of sgemm peak',
-    ...rows.map((r) => `${r.task.padEnd(6)} ${r.layout.padEnd(7)} ${String(r.positions).padStart(9)} ${r.medianSeconds.toFixed(3).padStart(9)} ${r.peakRssMiB.toFixed(0).padStart(15)} ${r.gflops.toFixed(1).padStart(8)} ${(100 * r.fractionOfPeak).toFixed(0).padStart(13)}%`),
+    `ceiling: the better of ${rows[0].ceiling.libraries.torch} and ${rows[0].ceiling.libraries.numpy} on the step's GEMM shapes, ${threads} threads`,
+    'task   layout  positions  step (s)  peak RSS (MiB)  GFLOP/s  ceiling  of ceiling',
+    ...rows.map((r) => `${r.task.padEnd(6)} ${r.layout.padEnd(7)} ${String(r.positions).padStart(9)} ${r.medianSeconds.toFixed(3).padStart(9)} ${r.peakRssMiB.toFixed(0).padStart(15)} ${r.gflops.toFixed(1).padStart(8)} ${r.ceilingGflops.toFixed(1).padStart(8)} ${(100 * r.fractionOfCeiling).toFixed(0).padStart(10)}%`),
   ];
   for (const task of Object.keys(tasks) as TaskKey[]) {
     const trie = rows.find((r) => r.task === task && r.layout === 'trie')!;
@@ -177,7 +151,7 @@ async function main() {
     table.push(`${task}: ${(padded.positions / trie.positions).toFixed(1)}× fewer positions, ${(padded.medianSeconds / trie.medianSeconds).toFixed(1)}× less time, ${(padded.peakRssMiB - padded.baselineRssMiB).toFixed(0)} → ${(trie.peakRssMiB - trie.baselineRssMiB).toFixed(0)} MiB above the loaded model`);
   }
   process.stdout.write(`${table.join('\n')}\n`);
-  const machine = { cpu: cpus()[0]?.model, threads: native().threadCount(), isa: native().gemmIsa(), sgemmPeakGflops: peak, date: new Date().toISOString(), commit: execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() };
+  const machine = { cpu: cpus()[0]?.model, threads, isa: native().gemmIsa(), date: new Date().toISOString(), commit: execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() };
   writeFileSync(out, `${JSON.stringify({ machine, repeats, cases: rows }, null, 2)}\n`);
   process.stderr.write(`wrote ${out}\n`);
 }

@@ -1,32 +1,52 @@
 /**
- * CPU sgemm throughput at SmolLM2's linear-layer shapes, against this machine's practical peak
- * (the best large square GEMM), side by side in one run. Forward layers are nt (y = x Wᵀ, W
- * [N x K]); their input gradients are nn (dx = dy W, W [K x N]).
+ * CPU sgemm throughput at the linear-layer shapes of a step (SmolLM2-135M and Llama-2-7B, 64 to
+ * 900 rows), against the ceiling measured in the same run on the same shapes and threads by an
+ * external BLAS: MKL through torch and OpenBLAS through numpy, from the reference environment
+ * (bench/blas-ceiling.ts). Forward layers are nt (y = x Wᵀ, W [N x K]); their input gradients
+ * are nn (dx = dy W, W [K x N]).
  *
  *   npx tsx bench/ops/gemm.bench.ts            (all threads; DIFFUSE_THREADS=n to pin)
  *
  * Two passes, one thread then all threads. Kernel time is the call's time minus that of the
  * same call at K = 0, from the fastest calls ("best", the headline on this shared machine) and
- * from the medians (see linear-bench-common.ts). Prints a table per pass and writes the "gemm"
- * section of bench/results/cpu-linear.json.
+ * from the medians (see linear-bench-common.ts). "of ceiling" is our best over the better
+ * library's best on that shape. Prints a table per pass and writes the "gemm" section of
+ * bench/results/cpu-linear.json.
  */
 import { native } from '../../lib/native.js';
+import { bestOf, measureCeiling } from '../blas-ceiling.js';
 import { filled, machine, measure, printTable, threadCounts, type Timing, withThreads, writeSection } from './linear-bench-common.js';
 
 type Kind = 'nt' | 'nn';
 
-const rowsList = [64, 256, 1024];
-// (N, K): q/o, k/v (GQA 3 heads of 64), gate/up, down, a 4096-row chunk of the tied LM head.
-const layers: { name: string; N: number; K: number }[] = [
-  { name: 'q/o', N: 576, K: 576 },
-  { name: 'k/v', N: 192, K: 576 },
-  { name: 'gate/up', N: 1536, K: 576 },
-  { name: 'down', N: 576, K: 1536 },
-  { name: 'lm-head chunk', N: 4096, K: 576 },
+// (N, K) per model, with the rows each is measured at.
+const models: { model: string; rows: number[]; layers: { name: string; N: number; K: number }[] }[] = [
+  {
+    model: 'SmolLM2-135M',
+    rows: [64, 256, 900],
+    // q/o, k/v (GQA 3 heads of 64), gate/up, down, a 4096-row chunk of the tied LM head.
+    layers: [
+      { name: 'q/o', N: 576, K: 576 },
+      { name: 'k/v', N: 192, K: 576 },
+      { name: 'gate/up', N: 1536, K: 576 },
+      { name: 'down', N: 576, K: 1536 },
+      { name: 'lm-head chunk', N: 4096, K: 576 },
+    ],
+  },
+  {
+    model: 'Llama-2-7B',
+    rows: [64, 256],
+    layers: [
+      { name: 'q/k/v/o', N: 4096, K: 4096 },
+      { name: 'gate/up', N: 11008, K: 4096 },
+      { name: 'down', N: 4096, K: 11008 },
+    ],
+  },
 ];
-// Large squares for the practical peak: operands well beyond L2, yet short enough (a few ms)
-// that some calls run undisturbed on a shared machine; sampled longer than the shapes.
-const squares = [768, 1024, 1536];
+const layerName = (N: number, K: number) => {
+  for (const m of models) for (const l of m.layers) if (l.N === N && l.K === K) return `${m.model} ${l.name}`;
+  return `${N}x${K}`;
+};
 
 interface Shape {
   kind: Kind;
@@ -75,47 +95,37 @@ function measured(s: Shape, ms: Map<string, Timing>): Measured {
 
 async function pass(threads: number) {
   return withThreads(threads, async () => {
-    const peakTasks = new Map<string, () => void>();
-    const squareShapes = squares.map((n): Shape => ({ kind: 'nt', M: n, N: n, K: n }));
-    for (const s of squareShapes) addShape(peakTasks, s);
-    const peakMs = await measure(peakTasks, { timeMs: 1000 });
-    const squareResults = squareShapes.map((s) => measured(s, peakMs));
-    const peak = Math.max(...squareResults.map((r) => r.gflops));
-    const bestPeak = Math.max(...squareResults.map((r) => r.bestGflops));
-
     const shapes: Shape[] = [];
-    for (const kind of ['nt', 'nn'] as const) for (const M of rowsList) for (const l of layers) shapes.push({ kind, M, N: l.N, K: l.K });
+    for (const kind of ['nt', 'nn'] as const)
+      for (const m of models) for (const M of m.rows) for (const l of m.layers) shapes.push({ kind, M, N: l.N, K: l.K });
     const tasks = new Map<string, () => void>();
     for (const s of shapes) addShape(tasks, s);
     const ms = await measure(tasks);
     const results = shapes.map((s) => measured(s, ms));
-
-    console.log(
-      `\n${threads} thread${threads > 1 ? 's' : ''}. Practical peak (best of square nt ${squares.join(', ')}): ` +
-        `${bestPeak.toFixed(1)} GFLOP/s from the fastest calls, ${peak.toFixed(1)} from medians`,
-    );
+    const ceiling = measureCeiling(shapes, threads);
+    const rows = results.map((r, i) => {
+      const c = ceiling.shapes[i];
+      return { ...r, ceilingGflops: bestOf(c, threads), mklGflops: c.torch.bestGflops, openblasGflops: c.numpy.bestGflops, ofCeiling: r.bestGflops / bestOf(c, threads) };
+    });
+    const fractions = rows.map((r) => r.ofCeiling);
+    const geomean = Math.exp(fractions.reduce((a, f) => a + Math.log(f), 0) / fractions.length);
+    console.log(`\n${threads} thread${threads > 1 ? 's' : ''}. Ceiling: the better of ${ceiling.torch} and ${ceiling.numpy} on each shape, same threads (or ${threads} × their 1-thread best), same run.`);
     printTable(
-      results.map((r) => ({
+      rows.map((r) => ({
         kind: r.kind,
-        layer: layers.find((l) => l.N === r.N && l.K === r.K)!.name,
+        layer: layerName(r.N, r.K),
         'M x N x K': `${r.M}x${r.N}x${r.K}`,
         'best kernel ms': r.bestKernelMs,
         'best GFLOP/s': r.bestGflops,
-        'of peak': `${((100 * r.bestGflops) / bestPeak).toFixed(0)}%`,
-        'median call ms': r.rawMs,
-        'median alloc ms': r.overheadMs,
+        'MKL GFLOP/s': r.mklGflops,
+        'OpenBLAS GFLOP/s': r.openblasGflops,
+        'ceiling GFLOP/s': r.ceilingGflops,
+        'of ceiling': `${(100 * r.ofCeiling).toFixed(0)}%`,
         'median GFLOP/s': r.gflops,
       })),
     );
-    return {
-      threads,
-      peak: { gflops: peak, bestGflops: bestPeak, squares: squareResults },
-      shapes: results.map((r) => ({
-        ...r,
-        fractionOfPeak: r.gflops / peak,
-        bestFractionOfBestPeak: r.bestGflops / bestPeak,
-      })),
-    };
+    console.log(`of ceiling: geometric mean ${(100 * geomean).toFixed(0)}%, lowest ${(100 * Math.min(...fractions)).toFixed(0)}%`);
+    return { threads, ceiling: { torch: ceiling.torch, numpy: ceiling.numpy }, ofCeilingGeomean: geomean, ofCeilingLowest: Math.min(...fractions), shapes: rows };
   });
 }
 
@@ -129,7 +139,8 @@ async function main(): Promise<void> {
     method:
       'tinybench, 3 rounds in alternating order, of native().gemm, wall clock. Kernel ms = call ms minus the same call with K = 0 ' +
       '(allocating and first touching C), from the fastest calls ("best*", the headline: other sessions keep this machine busy) and ' +
-      'from medians (median of the rounds). Peak = the best large square nt GEMM at the same thread count.',
+      'from medians (median of the rounds). Ceiling = the better of torch.matmul (MKL) and numpy.matmul (OpenBLAS) on the same shape ' +
+      'and threads, fastest call, measured right after ours in the same run (bench/blas_ceiling.py).',
     passes: results,
   });
 }
