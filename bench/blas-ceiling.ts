@@ -7,6 +7,9 @@
  * best and `threads` times their single-threaded best (perfect scaling): on a shared machine a
  * multi-threaded BLAS call whose threads spin at a barrier rarely runs undisturbed, and a
  * ceiling must not sink because the machine is busy.
+ *
+ * With DIFFUSE_CPU_ISA=avx2 (our AVX2 kernels on an AVX-512 machine) the libraries are held to
+ * AVX2 as well (MKL_ENABLE_INSTRUCTIONS=AVX2, OPENBLAS_CORETYPE=Haswell), like for like.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -63,7 +66,9 @@ function runScript(shapes: CeilingShape[], threads: number, seconds: number): Ce
   const python = referencePython();
   if (!python) throw new Error(`no reference python: run tools/python/setup-env.sh (it makes ${join(diffuseHome(), 'pyenv')}) or set DIFFUSE_PYTHON`);
   const script = join(import.meta.dirname, 'blas_ceiling.py');
+  const isaCap = process.env.DIFFUSE_CPU_ISA === 'avx2' ? { MKL_ENABLE_INSTRUCTIONS: 'AVX2', OPENBLAS_CORETYPE: 'Haswell' } : {};
   const r = spawnSync(python, [script, String(threads), String(seconds), JSON.stringify(shapes.map((s) => [s.kind, s.M, s.N, s.K]))], {
+    env: { ...process.env, ...isaCap },
     encoding: 'utf8',
     maxBuffer: 1 << 24,
   });

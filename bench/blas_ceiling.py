@@ -41,7 +41,7 @@ def torch_blas():
 
 
 rng = np.random.default_rng(0)
-out = {"threads": threads, "torch": f"torch {torch.__version__} ({torch_blas()})", "numpy": f"numpy {np.__version__} ({numpy_blas()})", "shapes": []}
+out = {"isaCap": os.environ.get("MKL_ENABLE_INSTRUCTIONS", "none"), "threads": threads, "torch": f"torch {torch.__version__} ({torch_blas()})", "numpy": f"numpy {np.__version__} ({numpy_blas()})", "shapes": []}
 for kind, M, N, K in shapes:
     a = rng.standard_normal((M, K), dtype=np.float32)
     b = rng.standard_normal((N, K) if kind == "nt" else (K, N), dtype=np.float32)

@@ -10,8 +10,9 @@
  * Two passes, one thread then all threads. Kernel time is the call's time minus that of the
  * same call at K = 0, from the fastest calls ("best", the headline on this shared machine) and
  * from the medians (see linear-bench-common.ts). "of ceiling" is our best over the better
- * library's best on that shape. Prints a table per pass and writes the "gemm" section of
- * bench/results/cpu-linear.json.
+ * library's best on that shape. Prints a table per pass and writes the "gemm-<isa>" section of
+ * bench/results/cpu-linear.json (DIFFUSE_CPU_ISA=avx2 measures the AVX2 kernels on an AVX-512
+ * machine).
  */
 import { native } from '../../lib/native.js';
 import { bestOf, measureCeiling } from '../blas-ceiling.js';
@@ -134,7 +135,7 @@ async function main(): Promise<void> {
   console.log(`sgemm on ${m.cpu}, ${m.threads} threads, ${m.isa} kernels, commit ${m.commit}`);
   const results = [];
   for (const threads of threadCounts()) results.push(await pass(threads));
-  writeSection('gemm', {
+  writeSection(`gemm-${m.isa}`, {
     machine: m,
     method:
       'tinybench, 3 rounds in alternating order, of native().gemm, wall clock. Kernel ms = call ms minus the same call with K = 0 ' +
