@@ -18,7 +18,8 @@ import { join, resolve } from 'node:path';
 import { InvalidArgumentError, UnsupportedError } from '../errors.js';
 import { ggmlTypes, metaNumber, metaString, type GgufFile } from '../formats/gguf.js';
 import { openRegularFile, readAt } from '../formats/open-file.js';
-import { writeFileAtomically, writeSafetensors, type SafetensorsWriteDtype } from '../formats/safetensors-writer.js';
+import { writeTextAtomically } from '../atomic-write.js';
+import { writeSafetensors, type SafetensorsWriteDtype } from '../formats/safetensors-writer.js';
 import { ggufArchitecture } from '../model/config.js';
 import { loadModelSpec, type ModelSpec } from '../model/tensors.js';
 import { native, type EngineConfig, type TensorSource } from '../native.js';
@@ -191,7 +192,7 @@ function tokenizerFilesFromGguf(gguf: GgufFile): { json: unknown; config: Record
 }
 
 async function writeJson(path: string, value: unknown): Promise<void> {
-  await writeFileAtomically(path, (write) => write(Buffer.from(JSON.stringify(value, null, 2) + '\n', 'utf8')));
+  await writeTextAtomically(path, JSON.stringify(value, null, 2) + '\n');
 }
 
 /**

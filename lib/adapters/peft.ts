@@ -15,7 +15,8 @@ import { join } from 'node:path';
 
 import { InvalidArgumentError, ModelFormatError, NotFoundError, UnsupportedError } from '../errors.js';
 import { readSafetensors } from '../formats/safetensors.js';
-import { writeFileAtomically, writeSafetensors, type SafetensorsWriteDtype } from '../formats/safetensors-writer.js';
+import { writeTextAtomically } from '../atomic-write.js';
+import { writeSafetensors, type SafetensorsWriteDtype } from '../formats/safetensors-writer.js';
 import { loraModules, type Adapter, type AdapterTensor, type LoraModule } from '../model/adapter.js';
 import type { Model } from '../model/model.js';
 import type { EngineConfig } from '../native.js';
@@ -76,7 +77,7 @@ export async function saveAdapter(adapter: Adapter, dir: string, options: SaveAd
     { dtype, metadata: { format: 'pt' } },
   );
   const config = JSON.stringify(peftConfig(adapter, options.baseModel ?? null), null, 2) + '\n';
-  await writeFileAtomically(join(dir, ADAPTER_CONFIG_FILE), (write) => write(Buffer.from(config, 'utf8')));
+  await writeTextAtomically(join(dir, ADAPTER_CONFIG_FILE), config);
 }
 
 /** What an adapter_config.json says, checked, in the engine's terms. */

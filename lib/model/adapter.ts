@@ -5,6 +5,7 @@
  */
 import { DiffuseError, InvalidArgumentError, nativeCall } from '../errors.js';
 import type { NativeAdamW, NativeAdapter, NativeAdapterTensor, TensorPart } from '../native.js';
+import { loraDefaults } from '../train/defaults.js';
 
 /** The linear layers LoRA can adapt, in PEFT's names. */
 export const loraModules = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
@@ -22,10 +23,10 @@ export interface AdapterOptions {
 }
 
 export function checkAdapterOptions(options: AdapterOptions): Required<AdapterOptions> {
-  const rank = options.rank ?? 4;
-  const alpha = options.alpha ?? 8;
+  const rank = options.rank ?? loraDefaults.rank;
+  const alpha = options.alpha ?? loraDefaults.alpha;
   const targetModules = options.targetModules ?? [...loraModules];
-  const seed = options.seed ?? 0;
+  const seed = options.seed ?? loraDefaults.seed;
   if (!Number.isInteger(rank) || rank < 1 || rank > 4096) throw new InvalidArgumentError(`LoRA rank must be an integer from 1 to 4096, not ${rank}`);
   if (!Number.isFinite(alpha) || alpha <= 0) throw new InvalidArgumentError(`LoRA alpha must be a positive number, not ${alpha}`);
   if (!Array.isArray(targetModules) || targetModules.length === 0) throw new InvalidArgumentError('targetModules must list at least one module');

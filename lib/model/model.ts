@@ -3,7 +3,9 @@
  * loadModel() (load.ts) makes one.
  */
 import { DiffuseError, InvalidArgumentError, nativeCall } from '../errors.js';
-import type { EngineConfig, NativeModel, NativeObjective } from '../native.js';
+import { entropy } from '../eval/stats.js';
+import type { EngineConfig, NativeModel } from '../native.js';
+import { toNativeObjective, type Objective } from '../train/objective.js';
 import {
   buildTrieBatch,
   preparePrompt,
@@ -16,8 +18,6 @@ import {
 import type { Tokenizer } from '../tokenizer/index.js';
 import { loadAdapter, type LoadAdapterOptions } from '../adapters/peft.js';
 import { Adapter, checkAdapterOptions, type AdapterOptions } from './adapter.js';
-
-export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 
 /** One target of a set, as the model sees it. */
 export interface TargetResult {
@@ -58,24 +58,9 @@ export interface StepResult {
   loss: number;
   /** Σ over prompts of H(p*). */
   optimalLoss: number;
-  /** Per prompt, per target: log pθ before this step's update. */
-  logProbs: number[][];
+  /** Per prompt, per sequence (response ⊕ target, in `PreparedPrompt.sequences` order): log pθ before this step's update. */
+  sequenceLogProbs: number[][];
   positions: number;
-}
-
-export type Objective = { kind: 'ce' } | { kind: 'gem'; beta?: number; h?: 'linear' | 'logsigmoid' };
-
-export function toNativeObjective(objective: Objective): NativeObjective {
-  if (objective.kind === 'ce') return { kind: 'ce' };
-  const beta = objective.beta ?? 0.7;
-  if (!(beta > 0) || !Number.isFinite(beta)) throw new InvalidArgumentError(`GEM beta must be a positive number, not ${beta}`);
-  const h = objective.h ?? 'linear';
-  if (h !== 'linear' && h !== 'logsigmoid') throw new InvalidArgumentError(`GEM h must be 'linear' or 'logsigmoid', not '${String(h)}'`);
-  return { kind: h === 'linear' ? 'gem-linear' : 'gem-logsigmoid', beta };
-}
-
-function entropy(p: number[]): number {
-  return -p.reduce((s, x) => (x > 0 ? s + x * Math.log(x) : s), 0);
 }
 
 function logMeanExp(xs: number[]): number {
@@ -178,7 +163,7 @@ export class Model {
     return {
       loss: out.loss,
       optimalLoss: trie.prompts.reduce((s, p) => s + entropy(p.weights), 0),
-      logProbs: sequenceLogProbs(trie, out.edgeLogProbs),
+      sequenceLogProbs: sequenceLogProbs(trie, out.edgeLogProbs),
       positions: trie.positions,
     };
   }

@@ -8,6 +8,7 @@
  */
 import { DiffuseError, InvalidArgumentError } from '../errors.js';
 import type { NativeBatch } from '../native.js';
+import type { ChatMessage } from '../tokenizer/chat-template.js';
 
 /** A task prompt in the reference's JSON format (the paper's prompt files). */
 export interface TargetRequest {
@@ -19,11 +20,6 @@ export interface TargetRequest {
   weights?: number[];
   /** Append the end-of-turn tokens (default true), which also makes a set prefix-free. */
   eos?: boolean;
-}
-
-export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant';
-  content: string;
 }
 
 /** What a target set needs from a tokenizer. */
@@ -265,11 +261,11 @@ export function buildTrieBatch(prompts: PreparedPrompt[], options: { paddedBatch
 }
 
 /**
- * The reference algorithm's layout: every response ⊕ target as its own full sequence
- * (prompt recomputed each time). Same edges, same log-probabilities; used to check the trie
- * against what the paper's code computes.
+ * The reference algorithm's layout without its padding: every response ⊕ target as its own full
+ * sequence, the prompt recomputed each time. Same edges, same log-probabilities; used to check
+ * the trie against what the paper's code computes.
  */
-export function buildPaddedBatch(prompts: PreparedPrompt[]): TrieBatch {
+export function buildSequenceBatch(prompts: PreparedPrompt[]): TrieBatch {
   const tokens: number[] = [];
   const parents: number[] = [];
   const edgeRows: number[] = [];

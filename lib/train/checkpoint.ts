@@ -24,11 +24,12 @@ import { join, resolve } from 'node:path';
 
 import { DiffuseError, InvalidArgumentError, ModelFormatError, NotFoundError } from '../errors.js';
 import { readSafetensors } from '../formats/safetensors.js';
-import { writeFileAtomically, writeSafetensors } from '../formats/safetensors-writer.js';
+import { writeTextAtomically } from '../atomic-write.js';
+import { writeSafetensors } from '../formats/safetensors-writer.js';
 import { ADAPTER_WEIGHTS_FILE, adapterTensorsByKey, saveAdapter } from '../adapters/peft.js';
 import { readTensorsF32 } from '../adapters/tensor-file.js';
 import type { Adapter } from '../model/adapter.js';
-import type { Objective } from '../model/model.js';
+import type { Objective } from './objective.js';
 import type { PreparedPrompt } from '../targets/target-set.js';
 import type { PassRecord } from './train.js';
 
@@ -157,11 +158,11 @@ export async function saveCheckpoint(checkpointDir: string, adapter: Adapter, o:
       adapter: { rank: adapter.rank, alpha: adapter.alpha, targetModules: [...adapter.targetModules] },
       ...(o.lastPass ? { lastPass: o.lastPass } : {}),
     };
-    await writeFileAtomically(join(temp, TRAINER_STATE_FILE), (write) => write(Buffer.from(JSON.stringify(trainer, null, 2) + '\n')));
+    await writeTextAtomically(join(temp, TRAINER_STATE_FILE), JSON.stringify(trainer, null, 2) + '\n');
     await syncDirectory(temp);
     await rename(temp, final);
     await syncDirectory(root);
-    await writeFileAtomically(join(root, LATEST_FILE), (write) => write(Buffer.from(name + '\n')));
+    await writeTextAtomically(join(root, LATEST_FILE), name + '\n');
     await syncDirectory(root);
   } catch (error) {
     await rm(temp, { recursive: true, force: true }).catch(() => undefined);

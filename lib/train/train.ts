@@ -25,9 +25,12 @@ import { dirname, resolve } from 'node:path';
 
 import { DiffuseError, InvalidArgumentError } from '../errors.js';
 import type { Adapter } from '../model/adapter.js';
-import { toNativeObjective, type Model, type Objective } from '../model/model.js';
+import { entropy } from '../eval/stats.js';
+import type { Model } from '../model/model.js';
 import { buildTrieBatch, type PreparedPrompt, type TrieBatch } from '../targets/target-set.js';
 import { loadCheckpointInto, promptsFingerprint, readCheckpoint, saveCheckpoint, type CheckpointState, type MatchedOptions } from './checkpoint.js';
+import { trainDefaults } from './defaults.js';
+import { resolveObjective, type Objective } from './objective.js';
 import { passOrder } from './order.js';
 import { checkSchedule, learningRate, type ScheduleKind } from './schedule.js';
 
@@ -153,23 +156,6 @@ export interface ResolvedTrainOptions {
   objective: Objective;
 }
 
-export const trainDefaults: ResolvedTrainOptions = {
-  nIters: 50,
-  lr: 5e-5,
-  beta1: 0.9,
-  beta2: 0.999,
-  eps: 1e-5,
-  weightDecay: 0.01,
-  maxGradNorm: 1,
-  warmupSteps: 0,
-  schedule: 'constant',
-  promptsPerStep: 1,
-  seed: 0,
-  earlyStop: false,
-  gamma: 0.2,
-  objective: { kind: 'ce' },
-};
-
 function positiveInteger(name: string, value: number): number {
   if (!Number.isSafeInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a whole number ≥ 1, not ${value}`);
   return value;
@@ -188,8 +174,7 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
     if (!(b >= 0 && b < 1)) throw new InvalidArgumentError(`AdamW ${name} must be in [0, 1), not ${b}`);
   const maxGradNorm = options.maxGradNorm ?? d.maxGradNorm;
   if (!(maxGradNorm > 0)) throw new InvalidArgumentError(`maxGradNorm must be > 0 (Infinity turns clipping off), not ${maxGradNorm}`);
-  const objective = options.objective ?? d.objective;
-  toNativeObjective(objective);
+  const objective = resolveObjective(options.objective ?? d.objective);
   const resolved: ResolvedTrainOptions = {
     nIters: positiveInteger('nIters', options.nIters ?? d.nIters),
     lr: finiteAtLeast('lr', options.lr ?? d.lr, 0, false),
@@ -204,21 +189,17 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
     seed: options.seed ?? d.seed,
     earlyStop: options.earlyStop ?? d.earlyStop,
     gamma: finiteAtLeast('gamma', options.gamma ?? d.gamma, 0, false),
-    objective: objective.kind === 'ce' ? { kind: 'ce' } : { kind: 'gem', beta: objective.beta ?? 0.7, h: objective.h ?? 'linear' },
+    objective,
   };
   if (!Number.isSafeInteger(resolved.seed) || resolved.seed < 0) throw new InvalidArgumentError(`seed must be a whole number ≥ 0, not ${resolved.seed}`);
   checkSchedule({ lr: resolved.lr, warmupSteps: resolved.warmupSteps, schedule: resolved.schedule, totalSteps: resolved.schedule === 'cosine' ? Number.MAX_SAFE_INTEGER : 0 });
   return resolved;
 }
 
-function entropy(p: number[]): number {
-  return -p.reduce((s, x) => (x > 0 ? s + x * Math.log(x) : s), 0);
-}
-
 /** −Σ p*(y) log pθ(y|x) over the prompts of a trie batch, from per-sequence log-probabilities. */
-function crossEntropy(trie: TrieBatch, logProbs: number[][]): number {
+function crossEntropy(trie: TrieBatch, sequenceLogProbs: number[][]): number {
   let loss = 0;
-  trie.prompts.forEach((p, i) => p.sequences.forEach((s, j) => (loss -= s.weight * logProbs[i][j])));
+  trie.prompts.forEach((p, i) => p.sequences.forEach((s, j) => (loss -= s.weight * sequenceLogProbs[i][j])));
   return loss;
 }
 
@@ -331,7 +312,7 @@ export async function train(model: Model, adapter: Adapter, prompts: PreparedPro
       const out = await model.step(trie, adapter, o.objective);
       // The step's gradient is the mean over its prompts: scale the summed one by 1/|group|.
       const gradNorm = (await adapter.gradNorm()) / group.length;
-      const loss = crossEntropy(trie, out.logProbs);
+      const loss = crossEntropy(trie, out.sequenceLogProbs);
       const step = state.step + 1;
       if (!Number.isFinite(gradNorm) || !Number.isFinite(loss))
         throw new DiffuseError(

@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 
 import { DiffuseError } from '../../lib/errors.js';
-import { DEFAULT_TARGET_MODULES, loadTrainConfig, type TrainConfig } from '../../lib/tasks/config.js';
+import { loraModules } from '../../lib/model/adapter.js';
+import { loadTrainConfig, type TrainConfig } from '../../lib/tasks/config.js';
 import { ConfigError, type WarnFn } from '../../lib/tasks/errors.js';
 import { loadTasks } from '../../lib/tasks/load.js';
 
@@ -72,7 +73,7 @@ describe('the reference configs', () => {
 });
 
 const ourDefaults = {
-  lora: { rank: 4, alpha: 8, targetModules: DEFAULT_TARGET_MODULES },
+  lora: { rank: 4, alpha: 8, targetModules: [...loraModules] },
   lr: 5e-5,
   objective: { kind: 'ce' },
   device: 'auto',

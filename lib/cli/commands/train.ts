@@ -11,11 +11,11 @@ import { DiffuseError, InvalidArgumentError } from '../../errors.js';
 import { DEFAULT_MODEL } from '../../model/default-model.js';
 import type { Device } from '../../model/load.js';
 import type { Adapter, LoraModule } from '../../model/adapter.js';
-import type { Model, Objective } from '../../model/model.js';
+import type { Model } from '../../model/model.js';
 import { Progress } from '../../progress.js';
 import type { TargetRequest } from '../../targets/target-set.js';
 import { loadTasks, loadTrainConfig, type TrainConfig } from '../../tasks/index.js';
-import { adapterOptionsFromConfig, trainOptionsFromConfig, type StepRecord, type TrainOptions } from '../../train/index.js';
+import { adapterOptionsFromConfig, gemDefaults, trainOptionsFromConfig, type Objective, type StepRecord, type TrainOptions } from '../../train/index.js';
 import { loadCliModel, parseNumber, parsePositiveInt, parseWholeNumber } from '../common.js';
 import { runTraining } from '../training-run.js';
 
@@ -59,7 +59,7 @@ interface Plan {
 /** The objective the flags ask for, or undefined when they ask for none. */
 function objectiveFromFlags(f: TrainFlags): Objective | undefined {
   if (f.objective && f.objective !== 'ce' && f.objective !== 'gem') throw new InvalidArgumentError(`--objective must be ce or gem, not '${String(f.objective)}'`);
-  if (f.objective === 'gem') return { kind: 'gem', beta: f.gemBeta ?? 0.7, h: f.gemH ?? 'linear' };
+  if (f.objective === 'gem') return { kind: 'gem', beta: f.gemBeta ?? gemDefaults.beta, h: f.gemH ?? gemDefaults.h };
   if (f.objective === 'ce') return { kind: 'ce' };
   if (f.gemBeta !== undefined || f.gemH !== undefined) throw new InvalidArgumentError('--gem-beta and --gem-h belong to --objective gem; add it');
   return undefined;
