@@ -84,6 +84,8 @@ export interface ConfigOptions {
   cwd?: string;
   /** Called for each fixable oddity (an unknown key, which is ignored). */
   warn?: WarnFn;
+  /** Where results go instead of `output_dir` (the CLI's --out); with it the config need not name one. Relative to `cwd`. */
+  outputDir?: string;
 }
 
 /** The keys of one YAML mapping, read with checks; absent and null keys take the default. */
@@ -285,7 +287,7 @@ export async function loadTrainConfig(path: string, options: ConfigOptions = {})
     },
     loadModel,
     ...(ckptDir === undefined ? {} : { ckptDir }),
-    outputDir: resolve(cwd, top.string('output_dir', { missing: 'say which directory the adapter and results go to' })),
+    outputDir: resolve(cwd, options.outputDir ?? top.string('output_dir', { missing: 'say which directory the adapter and results go to (or give --out DIR)' })),
     lora: {
       rank: lora.integer('rank', loraDefaults.rank, 1),
       alpha: lora.number('alpha', loraDefaults.alpha, true),
