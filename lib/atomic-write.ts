@@ -5,7 +5,7 @@
  * and what was there before is as it was.
  */
 import { randomBytes } from 'node:crypto';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 import { DiffuseError } from './errors.js';
@@ -20,26 +20,50 @@ function ioError(path: string, error: unknown, what: string): DiffuseError {
   return new DiffuseError('IO', `cannot write ${path} (${(error as Error).message}); ${what}`, { cause: error });
 }
 
+/** What writes a file's contents, through `write`, one chunk at a time. */
+export type Produce = (write: (bytes: Uint8Array) => Promise<void>) => Promise<void>;
+
 /**
  * Writes a file atomically: `produce` writes the contents through the handle of a temporary
  * file beside `path`; once it succeeds the file is flushed and renamed over `path`. On any
  * failure the temporary file is removed and `path` is untouched.
  */
-export async function writeFileAtomically(path: string, produce: (write: (bytes: Uint8Array) => Promise<void>) => Promise<void>): Promise<void> {
-  const temp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  let handle: FileHandle | undefined;
+export function writeFileAtomically(path: string, produce: Produce): Promise<void> {
+  return writeFilesAtomically([{ path, produce }]);
+}
+
+/**
+ * Writes several files that belong together (an adapter's weights and config): every one to a
+ * temporary file first, and only when all are written and flushed are they renamed into place.
+ * A failure while writing (a full disk, a read-only directory) leaves every final name as it was.
+ */
+export async function writeFilesAtomically(files: { path: string; produce: Produce }[]): Promise<void> {
+  const temps: string[] = [];
   try {
-    handle = await open(temp, 'wx');
-    const h = handle;
-    await produce((bytes) => writeAll(h, bytes));
-    await h.sync();
-    await h.close();
-    handle = undefined;
-    await rename(temp, path);
+    for (const { path, produce } of files) {
+      const temp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+      let handle: FileHandle | undefined;
+      try {
+        handle = await open(temp, 'wx');
+        temps.push(temp);
+        const h = handle;
+        await produce((bytes) => writeAll(h, bytes));
+        await h.sync();
+        await h.close();
+        handle = undefined;
+      } catch (error) {
+        await handle?.close().catch(() => undefined);
+        throw ioError(path, error, 'check the directory exists, is writable and has space; any earlier file there is unchanged');
+      }
+    }
+    for (let i = 0; i < files.length; i++) {
+      await rename(temps[i], files[i].path).catch((error: unknown) => {
+        throw ioError(files[i].path, error, 'check the directory is writable');
+      });
+    }
   } catch (error) {
-    await handle?.close().catch(() => undefined);
-    await unlink(temp).catch(() => undefined);
-    throw ioError(path, error, 'check the directory exists, is writable and has space; any earlier file there is unchanged');
+    await Promise.all(temps.map((t) => unlink(t).catch(() => undefined)));
+    throw error;
   }
 }
 
@@ -66,5 +90,14 @@ export async function appendLine(path: string, line: string): Promise<number> {
     if (handle && before >= 0) await handle.truncate(before).catch(() => undefined);
     await handle?.close().catch(() => undefined);
     throw ioError(path, error, 'check the directory is writable and has space; the lines already logged are intact');
+  }
+}
+
+/** Creates a directory and its parents (mkdir -p); a failure is an IO error naming the path. */
+export async function makeDirectory(path: string): Promise<void> {
+  try {
+    await mkdir(path, { recursive: true });
+  } catch (error) {
+    throw new DiffuseError('IO', `cannot create the directory ${path} (${(error as Error).message}); check its parent is writable and has space`, { cause: error });
   }
 }

@@ -12,13 +12,13 @@
  * Q/K row interleaving for ggml's RoPE is undone, so the merged model is in Hugging Face's
  * layout. Tensors are produced one at a time while the file is written.
  */
-import { copyFile, mkdir, stat } from 'node:fs/promises';
+import { copyFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import { InvalidArgumentError, UnsupportedError } from '../errors.js';
 import { ggmlTypes, metaNumber, metaString, type GgufFile } from '../formats/gguf.js';
 import { openRegularFile, readAt } from '../formats/open-file.js';
-import { writeTextAtomically } from '../atomic-write.js';
+import { makeDirectory, writeTextAtomically } from '../atomic-write.js';
 import { writeSafetensors, type SafetensorsWriteDtype } from '../formats/safetensors-writer.js';
 import { ggufArchitecture } from '../model/config.js';
 import { loadModelSpec, type ModelSpec } from '../model/tensors.js';
@@ -208,7 +208,7 @@ export async function mergeAdapter(modelPath: string, adapterDir: string, outDir
   if (baseDir === out) throw new InvalidArgumentError(`the merged model cannot be written over its base (${out}); give another output directory`);
   const adapter = await readAdapterWeights(adapterDir, spec.config, modelPath);
   if (adapter.config.dropout > 0) options.warn?.(`${adapter.config.file}: lora_dropout ${adapter.config.dropout} plays no part in a merge`);
-  await mkdir(out, { recursive: true });
+  await makeDirectory(out);
 
   let merged = 0;
   let done = 0;

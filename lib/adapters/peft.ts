@@ -10,13 +10,13 @@
  * PEFT computes y = x Wᵀ + (lora_alpha / r) · (x Aᵀ) Bᵀ, as the engine does; with
  * `use_rslora` the scale is lora_alpha / √r, which we take as an alpha of lora_alpha · √r.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { InvalidArgumentError, ModelFormatError, NotFoundError, UnsupportedError } from '../errors.js';
 import { readSafetensors } from '../formats/safetensors.js';
-import { writeTextAtomically } from '../atomic-write.js';
-import { writeSafetensors, type SafetensorsWriteDtype } from '../formats/safetensors-writer.js';
+import { makeDirectory, writeFilesAtomically } from '../atomic-write.js';
+import { safetensorsContents, type SafetensorsWriteDtype } from '../formats/safetensors-writer.js';
 import { loraModules, type Adapter, type AdapterTensor, type LoraModule } from '../model/adapter.js';
 import type { Model } from '../model/model.js';
 import type { EngineConfig } from '../native.js';
@@ -63,21 +63,26 @@ export function adapterTensorsByKey(adapter: Adapter): AdapterTensor[] {
 }
 
 /**
- * Saves an adapter as a PEFT directory (created if needed). Each file is written atomically,
- * the weights before the config, so an interrupted save leaves every file whole.
+ * Saves an adapter as a PEFT directory (created if needed). The weights and the config are
+ * written to temporary files and renamed into place together, so a failed save (a full disk, a
+ * read-only directory) leaves an adapter already there as it was.
  */
 export async function saveAdapter(adapter: Adapter, dir: string, options: SaveAdapterOptions = {}): Promise<void> {
   const dtype = options.dtype ?? 'F32';
   if (!['F32', 'F16', 'BF16'].includes(dtype)) throw new InvalidArgumentError(`adapter dtype must be F32, F16 or BF16, not ${String(dtype)}`);
-  await mkdir(dir, { recursive: true });
+  await makeDirectory(dir);
   const tensors = adapterTensorsByKey(adapter);
-  await writeSafetensors(
-    join(dir, ADAPTER_WEIGHTS_FILE),
-    tensors.map((t) => ({ name: t.peftKey, shape: t.shape, data: () => adapter.getTensor(t.name) })),
-    { dtype, metadata: { format: 'pt' } },
-  );
   const config = JSON.stringify(peftConfig(adapter, options.baseModel ?? null), null, 2) + '\n';
-  await writeTextAtomically(join(dir, ADAPTER_CONFIG_FILE), config);
+  await writeFilesAtomically([
+    {
+      path: join(dir, ADAPTER_WEIGHTS_FILE),
+      produce: safetensorsContents(
+        tensors.map((t) => ({ name: t.peftKey, shape: t.shape, data: () => adapter.getTensor(t.name) })),
+        { dtype, metadata: { format: 'pt' } },
+      ),
+    },
+    { path: join(dir, ADAPTER_CONFIG_FILE), produce: (write) => write(Buffer.from(config, 'utf8')) },
+  ]);
 }
 
 /** What an adapter_config.json says, checked, in the engine's terms. */

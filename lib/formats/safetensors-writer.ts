@@ -13,7 +13,7 @@
  */
 import { endianness } from 'node:os';
 
-import { writeFileAtomically } from '../atomic-write.js';
+import { writeFileAtomically, type Produce } from '../atomic-write.js';
 import { InvalidArgumentError } from '../errors.js';
 
 export type SafetensorsWriteDtype = 'F32' | 'F16' | 'BF16';
@@ -121,8 +121,13 @@ export function safetensorsHeader(tensors: SafetensorsWriteTensor[], options: Sa
 
 /** Writes a safetensors file atomically; tensors are stored in the order given. */
 export async function writeSafetensors(path: string, tensors: SafetensorsWriteTensor[], options: SafetensorsWriteOptions = {}): Promise<void> {
+  await writeFileAtomically(path, safetensorsContents(tensors, options));
+}
+
+/** The contents of a safetensors file, for writeFilesAtomically; tensors in the order given. */
+export function safetensorsContents(tensors: SafetensorsWriteTensor[], options: SafetensorsWriteOptions = {}): Produce {
   const header = safetensorsHeader(tensors, options);
-  await writeFileAtomically(path, async (write) => {
+  return async (write) => {
     await write(header);
     for (const t of tensors) {
       const values = typeof t.data === 'function' ? await t.data() : t.data;
@@ -130,5 +135,5 @@ export async function writeSafetensors(path: string, tensors: SafetensorsWriteTe
         throw new InvalidArgumentError(`safetensors tensor '${t.name}': ${values?.length ?? 'no'} values for shape [${t.shape.join(', ')}]`);
       await write(encodeValues(values, t.dtype ?? options.dtype ?? 'F32'));
     }
-  });
+  };
 }

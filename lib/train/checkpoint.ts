@@ -24,7 +24,7 @@ import { join, resolve } from 'node:path';
 
 import { DiffuseError, InvalidArgumentError, ModelFormatError, NotFoundError } from '../errors.js';
 import { readSafetensors } from '../formats/safetensors.js';
-import { writeTextAtomically } from '../atomic-write.js';
+import { makeDirectory, writeTextAtomically } from '../atomic-write.js';
 import { writeSafetensors } from '../formats/safetensors-writer.js';
 import { ADAPTER_WEIGHTS_FILE, adapterTensorsByKey, saveAdapter } from '../adapters/peft.js';
 import { readTensorsF32 } from '../adapters/tensor-file.js';
@@ -129,7 +129,7 @@ async function syncDirectory(dir: string): Promise<void> {
 /** Saves a checkpoint under `checkpointDir`; returns its step directory. */
 export async function saveCheckpoint(checkpointDir: string, adapter: Adapter, o: SaveCheckpointOptions): Promise<string> {
   const root = resolve(checkpointDir);
-  await mkdir(root, { recursive: true });
+  await makeDirectory(root);
   // A step saved before (by a run resumed from an earlier checkpoint) keeps its directory
   // until `latest` has moved on; this one gets a name of its own.
   let name = stepDirName(o.state.step);

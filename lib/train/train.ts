@@ -20,9 +20,10 @@
  * folded into the AdamW kernel's gradient scale. Pass k's prompt order is a pure function of
  * (seed, k) (order.ts), so a resumed run takes the same steps as an uninterrupted one.
  */
-import { appendFile, mkdir, stat, truncate } from 'node:fs/promises';
+import { stat, truncate } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 
+import { appendLine, makeDirectory } from '../atomic-write.js';
 import { DiffuseError, InvalidArgumentError } from '../errors.js';
 import type { Adapter } from '../model/adapter.js';
 import { entropy } from '../eval/stats.js';
@@ -266,7 +267,7 @@ export async function train(model: Model, adapter: Adapter, prompts: PreparedPro
   }
   state.logFile = logFile;
   if (logFile !== null) {
-    await mkdir(dirname(logFile), { recursive: true });
+    await makeDirectory(dirname(logFile));
     state.logBytes = (await stat(logFile).catch(() => undefined))?.size ?? 0;
   }
 
@@ -274,9 +275,7 @@ export async function train(model: Model, adapter: Adapter, prompts: PreparedPro
   const elapsed = () => state.elapsed + (performance.now() - segmentStart) / 1000;
   const log = async (record: StepRecord | PassRecord) => {
     if (logFile !== null) {
-      const line = JSON.stringify(record) + '\n';
-      await appendFile(logFile, line);
-      state.logBytes += Buffer.byteLength(line);
+      state.logBytes += await appendLine(logFile, JSON.stringify(record) + '\n');
     }
   };
   const save = async () => {

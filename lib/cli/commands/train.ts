@@ -2,12 +2,12 @@
  * diffuse train: LoRA-tune a model toward the target distributions of tasks — from a config
  * file (the paper's YAML, plus our keys) or from flags — and save the adapter in PEFT layout.
  */
-import { writeFile, mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import type { Command } from 'commander';
 
 import { DiffuseError, InvalidArgumentError } from '../../errors.js';
+import { makeDirectory, writeTextAtomically } from '../../atomic-write.js';
 import { DEFAULT_MODEL } from '../../model/default-model.js';
 import type { Device } from '../../model/load.js';
 import { loraModules, type Adapter, type LoraModule } from '../../model/adapter.js';
@@ -187,7 +187,7 @@ export function registerTrain(program: Command): void {
             `training a rank-${adapter.rank} LoRA (${adapter.parameterCount.toLocaleString('en')} parameters) on ${prompts.length} prompt(s) from ${tasks.map((t) => t.name).join(', ')} → ${plan.outDir}`,
           );
         const records: StepRecord[] = [];
-        await mkdir(plan.outDir, { recursive: true });
+        await makeDirectory(plan.outDir);
         const outcome = await runTraining({
           model,
           adapter,
@@ -211,7 +211,7 @@ export function registerTrain(program: Command): void {
           seconds: outcome.elapsed,
           lastPass: outcome.lastPass ?? null,
         };
-        await writeFile(join(plan.outDir, 'training.json'), `${JSON.stringify({ ...summary, options: plan.options, adapterOptions: plan.adapter, tasks: plan.tasks }, null, 2)}\n`);
+        await writeTextAtomically(join(plan.outDir, 'training.json'), `${JSON.stringify({ ...summary, options: plan.options, adapterOptions: plan.adapter, tasks: plan.tasks }, null, 2)}\n`);
         if (f.json) process.stdout.write(`${JSON.stringify({ ...summary, records }, null, 2)}\n`);
         else {
           const last = outcome.lastPass;
