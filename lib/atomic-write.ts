@@ -5,8 +5,8 @@
  * and what was there before is as it was.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 
 import { DiffuseError } from './errors.js';
 
@@ -98,6 +98,21 @@ export async function makeDirectory(path: string): Promise<void> {
   try {
     await mkdir(path, { recursive: true });
   } catch (error) {
-    throw new DiffuseError('IO', `cannot create the directory ${path} (${(error as Error).message}); check its parent is writable and has space`, { cause: error });
+    throw new DiffuseError('IO', `cannot create the directory ${path} (${(await firstFailure(path, error)).message}); check its parent is writable and has space`, { cause: error });
   }
+}
+
+/** The real reason a recursive mkdir failed: Node reports EROFS under a read-only parent as ENOENT. */
+async function firstFailure(path: string, error: unknown): Promise<Error> {
+  let dir = resolve(path);
+  const missing: string[] = [];
+  while (!(await stat(dir).catch(() => undefined)) && dirname(dir) !== dir) {
+    missing.unshift(dir);
+    dir = dirname(dir);
+  }
+  if (missing.length === 0) return error as Error;
+  return mkdir(missing[0]).then(
+    () => error as Error,
+    (e: Error) => e,
+  );
 }
