@@ -208,7 +208,37 @@ export async function readCheckpoint(path: string, options: { optional?: boolean
   if (trainer?.format !== CHECKPOINT_FORMAT) throw new ModelFormatError(file, 'format', `is ${JSON.stringify(trainer?.format)}, not ${CHECKPOINT_FORMAT}`);
   if (trainer.version !== CHECKPOINT_VERSION)
     throw new ModelFormatError(file, 'version', `is ${trainer.version}; this version of diffuse reads version ${CHECKPOINT_VERSION} checkpoints`);
+  checkTrainerState(file, trainer);
   return { dir, trainer };
+}
+
+/** The fields resuming reads, checked: a damaged trainer_state.json is named, never a TypeError. */
+function checkTrainerState(file: string, t: TrainerStateFile): void {
+  const fail = (field: string, problem: string): never => {
+    throw new ModelFormatError(file, field, `${problem}; the checkpoint is damaged, resume from an earlier one or start a fresh run`);
+  };
+  const object = (field: string, v: unknown) => {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(field, `is ${JSON.stringify(v) ?? 'missing'}, not an object`);
+  };
+  const whole = (field: string, v: unknown) => {
+    if (!Number.isSafeInteger(v) || (v as number) < 0) fail(field, `is ${JSON.stringify(v) ?? 'missing'}, not a whole number ≥ 0`);
+  };
+  const finite = (field: string, v: unknown) => {
+    if (typeof v !== 'number' || !Number.isFinite(v)) fail(field, `is ${JSON.stringify(v) ?? 'missing'}, not a finite number`);
+  };
+  object('state', t.state);
+  for (const key of ['step', 'pass', 'position', 'logBytes'] as const) whole(`state.${key}`, t.state[key]);
+  for (const key of ['passLoss', 'passOptimalLoss', 'elapsed'] as const) finite(`state.${key}`, t.state[key]);
+  if (t.state.logFile !== null && typeof t.state.logFile !== 'string') fail('state.logFile', `is ${JSON.stringify(t.state.logFile) ?? 'missing'}, not a path or null`);
+  object('options', t.options);
+  whole('nIters', t.nIters);
+  object('prompts', t.prompts);
+  whole('prompts.count', t.prompts.count);
+  if (typeof t.prompts.fingerprint !== 'string') fail('prompts.fingerprint', 'is missing');
+  object('adapter', t.adapter);
+  whole('adapter.rank', t.adapter.rank);
+  finite('adapter.alpha', t.adapter.alpha);
+  if (!Array.isArray(t.adapter.targetModules) || t.adapter.targetModules.some((m) => typeof m !== 'string')) fail('adapter.targetModules', 'is not a list of module names');
 }
 
 function describeDifferences(saved: MatchedOptions, now: MatchedOptions): string[] {
