@@ -197,6 +197,12 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
   return resolved;
 }
 
+/** torch.nn.utils.clip_grad_norm_'s factor: min(1, max_norm / (‖g‖ + 1e−6)). */
+export function clipCoefficient(gradNorm: number, maxGradNorm: number): number {
+  const clip = maxGradNorm / (gradNorm + 1e-6);
+  return clip < 1 ? clip : 1;
+}
+
 /** −Σ p*(y) log pθ(y|x) over the prompts of a trie batch, from per-sequence log-probabilities. */
 function crossEntropy(trie: TrieBatch, sequenceLogProbs: number[][]): number {
   let loss = 0;
@@ -318,7 +324,6 @@ export async function train(model: Model, adapter: Adapter, prompts: PreparedPro
           'DIVERGED',
           `training diverged at step ${step} (prompts ${group.map((i) => names[i]).join(', ')}): the loss is ${loss} and the gradient norm ${gradNorm}; the adapter was not updated. Lower the learning rate${checkpoint ? ` and resume from ${checkpoint}` : ''}`,
         );
-      const clip = o.maxGradNorm / (gradNorm + 1e-6);
       const lr = learningRate(step, schedule);
       await adapter.adamwStep({
         lr,
@@ -327,7 +332,7 @@ export async function train(model: Model, adapter: Adapter, prompts: PreparedPro
         eps: o.eps,
         weightDecay: o.weightDecay,
         step,
-        gradScale: (clip < 1 ? clip : 1) / group.length,
+        gradScale: clipCoefficient(gradNorm, o.maxGradNorm) / group.length,
       });
       const seconds = (performance.now() - started) / 1000;
       const optimalLoss = group.reduce((s, i) => s + optimal[i], 0);
