@@ -88,7 +88,7 @@ function isPrefix(a: number[], b: number[]): boolean {
 export function preparePrompt(tokenizer: ChatTokenizer, request: TargetRequest, index = 0, options: PrepareOptions = {}): PreparedPrompt {
   if (typeof request?.request !== 'string') throw new TargetSetError(`prompt ${index}: 'request' must be a string`);
   if (!Array.isArray(request.targets) || request.targets.length === 0)
-    throw new TargetSetError(`prompt ${index} (${JSON.stringify(request.request.slice(0, 40))}…): the target list is empty; give at least one target`);
+    throw new TargetSetError(`prompt ${index} (${JSON.stringify(request.request.slice(0, 40))}${request.request.length > 40 ? '…' : ''}): the target list is empty; give at least one target`);
   request.targets.forEach((t, i) => {
     if (typeof t !== 'string') throw new TargetSetError(`prompt ${index}: target ${i} must be a string`);
   });
