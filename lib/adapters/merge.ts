@@ -27,6 +27,7 @@ import { tokenizerSpecFromGguf } from '../tokenizer/index.js';
 import { canonicalKey, readAdapterWeights, type AdapterWeights } from './peft.js';
 import { loraModules, type LoraModule } from '../model/adapter.js';
 
+/** How an adapter is merged: the dtype of the merged weights, and overwriting. */
 export interface MergeOptions {
   /** How every tensor of the merged model is stored (default F32; BF16 halves the size). */
   dtype?: 'F32' | 'BF16';
@@ -36,6 +37,7 @@ export interface MergeOptions {
   warn?: (message: string) => void;
 }
 
+/** What mergeAdapter wrote. */
 export interface MergeResult {
   dir: string;
   /** The files written, relative to `dir`. */

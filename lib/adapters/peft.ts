@@ -25,6 +25,7 @@ import { readTensorsF32 } from './tensor-file.js';
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
 
+/** How an adapter is saved: the stored dtype and the base model named in adapter_config.json. */
 export interface SaveAdapterOptions {
   /** `base_model_name_or_path`: the model the adapter was trained on (default null). */
   baseModel?: string | null;
@@ -223,6 +224,7 @@ export async function readAdapterWeights(dir: string, config: EngineConfig, mode
   };
 }
 
+/** How an adapter is loaded. */
 export interface LoadAdapterOptions {
   /** Called for each thing worth knowing that does not stop the load (default: ignore). */
   warn?: (message: string) => void;

@@ -13,6 +13,7 @@ import { loadModelSpec } from './tensors.js';
 /** Where a model runs: 'auto' (a GPU when there is one), 'cpu', 'cuda' or 'cuda:N'. */
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 
+/** How loadModel finds, fetches and places a model. */
 export interface LoadModelOptions extends ResolveOptions {
   /** Where to run: 'auto' (default) takes the GPU when the CUDA backend and a device are there. */
   device?: Device;

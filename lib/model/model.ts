@@ -53,6 +53,7 @@ export interface TargetDistribution {
   paddedPositions: number;
 }
 
+/** What one training step (model.step) computed, before its update. */
 export interface StepResult {
   /** Σ over prompts of −Σ p* log pθ (the objective's value for GEM). */
   loss: number;
@@ -96,9 +97,11 @@ export function distributionOf(prompt: PreparedPrompt, sequenceLogp: number[], p
   };
 }
 
+/** A loaded model (made by loadModel): exact target distributions, the training step, its adapters. */
 export class Model {
   /** What was asked for: a model name, path or hub id, or 'random:<preset>'. */
   readonly spec: string;
+  /** The decoder shape the engine runs. */
   readonly config: EngineConfig;
   /** Where the engine runs: 'cpu' or 'cuda:<device name>'. */
   readonly device: string;
@@ -142,6 +145,7 @@ export class Model {
     return prompts.map((p, i) => distributionOf(p, perSequence[i], tries[i].positions, tries[i].paddedPositions));
   }
 
+  /** A fresh LoRA adapter on this model: A Kaiming-uniform, B = 0 (no change until trained), as PEFT initialises one. */
   createAdapter(options: AdapterOptions = {}): Promise<Adapter> {
     const o = checkAdapterOptions(options);
     return nativeCall(async () => new Adapter(await this.live().createAdapter(o), this, o.targetModules));
@@ -168,6 +172,7 @@ export class Model {
     };
   }
 
+  /** Frees the model's engine memory; using it afterwards is a DISPOSED error. */
   dispose(): void {
     if (!this.disposed) this.native.dispose();
     this.disposed = true;

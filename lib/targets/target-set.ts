@@ -44,6 +44,7 @@ export interface TargetSequence {
   weight: number; // p*(target) / |responses|
 }
 
+/** A prompt tokenised for training and measuring: its tokens, its targets' token sequences after every response, and p*. */
 export interface PreparedPrompt {
   request: string;
   responses: string[];
@@ -54,6 +55,7 @@ export interface PreparedPrompt {
   sequences: TargetSequence[];
 }
 
+/** How target sets are prepared. */
 export interface PrepareOptions {
   /** Called with a message for each fixable oddity (duplicate targets merged). */
   warn?: (message: string) => void;

@@ -40,6 +40,7 @@ export interface LoraSettings {
   targetModules: string[];
 }
 
+/** A training config (the paper's YAML plus our keys), read and checked, every default filled in. */
 export interface TrainConfig {
   /** The config file, absolute. */
   file: string;
@@ -79,6 +80,7 @@ export interface TrainConfig {
   generate: boolean;
 }
 
+/** How a config is read. */
 export interface ConfigOptions {
   /** Where relative paths are looked for first (default: the process's current directory). */
   cwd?: string;

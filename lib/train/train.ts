@@ -35,6 +35,7 @@ import { resolveObjective, type Objective } from './objective.js';
 import { passOrder } from './order.js';
 import { checkSchedule, learningRate, type ScheduleKind } from './schedule.js';
 
+/** The training loop's settings; every one has the reference loop's default (trainDefaults). */
 export interface TrainOptions {
   /** Passes over all prompts (the reference's `n_iters`; default 50). */
   nIters?: number;
@@ -88,6 +89,7 @@ export interface TrainOptions {
   baseModel?: string | null;
 }
 
+/** One optimiser step, as onStep and the JSONL log get it. */
 export interface StepRecord {
   type: 'step';
   /** 1-based pass. */
@@ -113,6 +115,7 @@ export interface StepRecord {
   elapsed: number;
 }
 
+/** One complete pass over the prompts, as onPass and the JSONL log get it. */
 export interface PassRecord {
   type: 'pass';
   pass: number;
@@ -126,6 +129,7 @@ export interface PassRecord {
   elapsed: number;
 }
 
+/** How a training run ended. */
 export interface TrainResult {
   stopped: 'completed' | 'early' | 'signal';
   /** Optimiser steps taken over the whole run. */
