@@ -25,6 +25,7 @@ import { loadModelSpec, type ModelSpec } from '../model/tensors.js';
 import { native, type EngineConfig, type TensorSource } from '../native.js';
 import { tokenizerSpecFromGguf } from '../tokenizer/index.js';
 import { canonicalKey, readAdapterWeights, type AdapterWeights } from './peft.js';
+import { refuseNonFinite } from './tensor-file.js';
 import { loraModules, type LoraModule } from '../model/adapter.js';
 
 /** How an adapter is merged: the dtype of the merged weights, and overwriting. */
@@ -100,6 +101,7 @@ async function readBaseTensor(source: TensorSource): Promise<Float32Array> {
     const { handle } = await openRegularFile(source.file, 'weight file');
     try {
       values = native().dequantize(source.dtype, await readAt(handle, source.offset, storageBytes(source.dtype, count)), count);
+      refuseNonFinite(values, source.file, source.name, 'the base model file is damaged; re-download or re-convert it');
     } finally {
       await handle.close();
     }

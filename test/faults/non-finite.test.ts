@@ -8,6 +8,7 @@ import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { mergeAdapter } from '../../lib/adapters/merge.js';
 import { saveAdapter } from '../../lib/adapters/peft.js';
 import { readGguf } from '../../lib/formats/gguf.js';
 import { readSafetensors } from '../../lib/formats/safetensors.js';
@@ -72,6 +73,20 @@ describe('non-finite model weights', () => {
     // The weights' own path (a Hugging Face directory without a tokenizer is refused before them).
     const spec = await loadModelSpec(hf);
     await expect(createNativeModel(spec.config, spec.tensors, { device: 'cpu' })).rejects.toThrow(/model\.safetensors: tensor 'model\.layers\.0\.self_attn\.k_proj\.weight' holds a non-finite value \(NaN or Inf\) at \[1, 7\]/);
+  });
+
+  it('refuses to merge an adapter into a base with a NaN, naming the base file and the tensor, leaving no weights file', async () => {
+    const clean = await writeTinyChatModel(7);
+    const model = await loadModel(clean, { device: 'cpu' });
+    const adapter = await model.createAdapter({ rank: 2, alpha: 4 });
+    await saveAdapter(adapter, join(dir, 'merge-adapter'));
+    adapter.dispose();
+    model.dispose();
+    const up = (await readGguf(clean)).tensors.find((t) => t.name === 'blk.0.ffn_down.weight')!;
+    await plant(clean, up.offset + 4 * 40, f32(NaN));
+    const out = join(dir, 'merged');
+    await expect(mergeAdapter(clean, join(dir, 'merge-adapter'), out)).rejects.toThrow(`${clean}: tensor 'model.layers.0.mlp.down_proj.weight': holds a non-finite value (NaN) at element 40`);
+    await expect(readFile(join(out, 'model.safetensors'))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
   it('makes diffuse logprobs exit 1 with the tensor named, instead of printing NaN log-probabilities', async () => {
