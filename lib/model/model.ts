@@ -142,6 +142,12 @@ export class Model {
     const all = buildTrieBatch(prompts);
     const { edgeLogProbs } = await nativeCall(() => this.live().forward(all.batch, this.adapterFor(options.adapter)));
     const perSequence = sequenceLogProbs(all, edgeLogProbs);
+    const bad = perSequence.findIndex((p) => p.some((x) => !Number.isFinite(x)));
+    if (bad >= 0)
+      throw new DiffuseError(
+        'DIVERGED',
+        `the model${options.adapter ? ' with this adapter' : ''} gives non-finite log-probabilities for prompt ${bad} (${JSON.stringify(prompts[bad].request.slice(0, 40))}): its activations overflow${options.adapter ? '; the adapter holds values too large (was it saved from a diverged run? use an earlier checkpoint)' : ''}`,
+      );
     return prompts.map((p, i) => distributionOf(p, perSequence[i], tries[i].positions, tries[i].paddedPositions));
   }
 

@@ -124,6 +124,19 @@ describe('non-finite adapters and checkpoints', () => {
     expect((await readFile(file)).equals(before)).toBe(true);
   });
 
+  it('refuses to report log-probabilities that overflow under an adapter of huge (finite) values', async () => {
+    const chat = await loadModel(await writeTinyChatModel(13), { device: 'cpu' });
+    const adapter = await chat.createAdapter({ rank: 2, alpha: 4 });
+    for (const t of adapter.tensors()) await adapter.setTensor(t.name, new Float32Array(t.shape[0] * t.shape[1]).fill(1e30));
+    await expect(chat.targetLogProbs({ request: 'Pick one', targets: ['{1}', '{2}'] }, { adapter })).rejects.toMatchObject({
+      code: 'DIVERGED',
+      message: expect.stringContaining('the model with this adapter gives non-finite log-probabilities for prompt 0 ("Pick one")'),
+    });
+    expect((await chat.targetLogProbs({ request: 'Pick one', targets: ['{1}', '{2}'] })).targets.every((t) => Number.isFinite(t.logprob))).toBe(true);
+    adapter.dispose();
+    chat.dispose();
+  });
+
   it('DIVERGED: refuses the step whose loss is not finite, leaves the adapter un-updated and the last good checkpoint latest', async () => {
     const prompts = samplePrompts(model.config.vocabSize);
     const adapter = await model.createAdapter({ rank: 2, alpha: 4, seed: 2 });
