@@ -166,8 +166,8 @@ export async function saveCheckpoint(checkpointDir: string, adapter: Adapter, o:
     await syncDirectory(root);
   } catch (error) {
     await rm(temp, { recursive: true, force: true }).catch(() => undefined);
-    if (error instanceof DiffuseError) throw error;
-    throw new DiffuseError('IO', `cannot save a checkpoint in ${root} (${(error as Error).message}); the previous checkpoint is intact`, { cause: error });
+    if (error instanceof DiffuseError && error.code !== 'IO') throw error;
+    throw new DiffuseError('IO', `cannot save the checkpoint of step ${o.state.step} in ${root} (${(error as Error).message}); the previous checkpoint is intact`, { cause: error });
   }
   await pruneCheckpoints(root, name, o.keep);
   return final;
