@@ -153,3 +153,41 @@ const run = (command: string, args: string[], options: { cwd: string; env?: Node
     });
   },
 );
+
+// The same tarball without prebuilds compiles the addon at install (cmake-js, or node-gyp without
+// CMake): minutes on 2 cores, so only when asked for. `npm ci` in this repository runs the same
+// install script on every CI run; this proves the packed files are enough to build from.
+const compile = process.env.DIFFUSE_PACK_COMPILE === '1';
+(compile && linuxX64 ? describe : describe.skip)(
+  `PACKAGE TEST (slow, DIFFUSE_PACK_COMPILE=1): the packed tarball without prebuilds compiles at install and runs${compile ? '' : ' (skipped: set DIFFUSE_PACK_COMPILE=1; it compiles for minutes)'}`,
+  () => {
+    let work: string;
+    afterAll(() => {
+      if (work) rmSync(work, { recursive: true, force: true });
+    });
+    it('installs offline, building the addon from the packed sources, and gives the library’s numbers', async () => {
+      work = mkdtempSync(join(tmpdir(), 'diffuse-package-compile-'));
+      const modelSpec = haveDefault ? DEFAULT_MODEL : await writeTinyChatModel(2);
+      const npmCli = realpathSync(run('sh', ['-c', 'command -v npm'], { cwd: work }).trim());
+      const packed = join(work, run(process.execPath, [npmCli, 'pack', '--silent', '--pack-destination', work], { cwd: packageRoot }).trim().split('\n').pop()!);
+      const stage = join(work, 'stage');
+      mkdirSync(stage);
+      run('tar', ['xzf', packed, '-C', stage], { cwd: work });
+      rmSync(join(stage, 'package', 'prebuilds'), { recursive: true, force: true });
+      const tarball = join(work, 'diffuse-source.tgz');
+      run('tar', ['czf', tarball, '-C', stage, 'package'], { cwd: work });
+      const consumer = join(work, 'consumer');
+      mkdirSync(consumer);
+      writeFileSync(join(consumer, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module', dependencies: { diffuse: `file:${tarball}` } }));
+      writeFileSync(join(consumer, 'package-lock.json'), JSON.stringify(consumerLockfile(tarball)));
+      run(process.execPath, [npmCli, 'ci', '--offline', '--no-audit', '--no-fund', '--foreground-scripts'], { cwd: consumer });
+      expect(existsSync(join(consumer, 'node_modules', 'diffuse', 'build', 'Release', 'diffuse.node'))).toBe(true);
+      writeFileSync(join(consumer, 'consumer.mjs'), esmConsumer);
+      const out = JSON.parse(run(process.execPath, ['consumer.mjs', modelSpec], { cwd: consumer }));
+      const model = await loadModel(modelSpec, { device: 'cpu' });
+      const expected = (await model.targetLogProbs(request)).targets.map((t) => t.logprob);
+      model.dispose();
+      out.logprobs.forEach((x: number, i: number) => expect(x).toBeCloseTo(expected[i], 5));
+    }, 1_800_000);
+  },
+);
