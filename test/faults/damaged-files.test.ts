@@ -118,6 +118,17 @@ describe('damaged checkpoints', () => {
     adapter.dispose();
   });
 
+  it("another model's checkpoint (same prompts and settings, other shapes): a FORMAT error naming the tensor; nothing written", async () => {
+    const { model: wider } = await tinyTrainingModel({ seed: 25, hidden: 48, heads: 4 });
+    const before = await snapshot(run);
+    const adapter = await wider.createAdapter({ rank: 2, alpha: 4, seed: 2 });
+    const error = await train(wider, adapter, samplePrompts(model.config.vocabSize), options(join(run, 'checkpoints'))).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'FORMAT', message: expect.stringMatching(/adapter_model\.safetensors: tensor 'base_model\.model\.model\.layers\.0\.[^']+': is F32 \[\d+, \d+\]; the adapter needs F32 \[\d+, \d+\]/) });
+    expect(await snapshot(run)).toEqual(before);
+    adapter.dispose();
+    wider.dispose();
+  });
+
   it('resumed by the CLI: exit 1 naming the file, the adapter saved in OUT untouched', async () => {
     const tiny = await writeTinyChatModel(24);
     const out = join(dir, 'cli-out');
