@@ -469,8 +469,7 @@ Plan plan(const Context& ctx, const int32_t* key_offsets, const int32_t* key_row
 
 template <typename Kernel>
 void launch(const Context& ctx, Kernel kernel, const Plan& pl, size_t shared) {
-  if (shared > 48 * 1024)
-    DIFFUSE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
+  set_dynamic_shared(kernel, shared, "attention");
   kernel<<<pl.grid, kThreads, shared, ctx.stream>>>(pl.p);
   DIFFUSE_LAUNCH_CHECK(kernel);
 }

@@ -162,7 +162,11 @@ class CpuBackend final : public Backend {
                     const AdamWParams& params) override {
     diffuse::adamw_update(param, grad, m, v, n, params);
   }
-  double sum_squares(const float* x, int64_t n) override { return diffuse::sum_squares(x, n); }
+  double sum_squares_many(const float* const* xs, const int64_t* ns, int count) override {
+    double total = 0;
+    for (int i = 0; i < count; ++i) total += diffuse::sum_squares(xs[i], ns[i]);
+    return total;
+  }
 };
 
 }  // namespace
