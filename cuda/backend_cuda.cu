@@ -214,6 +214,14 @@ class CudaBackend final : public Backend {
     on();
     DIFFUSE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
   }
+  size_t available_memory() override {
+    on();
+    size_t free = 0, total = 0;
+    DIFFUSE_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    size_t in_use = 0, reserved = 0;
+    allocator_->stats(&in_use, nullptr, &reserved);
+    return free + (reserved - in_use);
+  }
 
   BufferPtr make_weight(const float* host, int64_t n, const char* what) override {
     BufferPtr buf = alloc(std::max<int64_t>(n, 1) * sizeof(bf16), what);

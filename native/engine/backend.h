@@ -156,6 +156,9 @@ class Backend {
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // backend to backend
   virtual void zero(void* dst, size_t bytes) = 0;
   virtual void synchronize() = 0;
+  // Bytes this backend could still allocate now: the device's free memory plus what its
+  // allocator holds cached for reuse (CUDA), the host's available memory (CPU).
+  virtual size_t available_memory() = 0;
 
   // Conversions between host f32 and the backend's activation / weight types.
   virtual BufferPtr make_weight(const float* host, int64_t n, const char* what) = 0;
