@@ -4,7 +4,7 @@
 //
 //   forward:   u = x A^T                       [rows x r]  f32, kept for the backward
 //              y = x W^T + bias + s u B^T      = [x | s u] . [W | B]^T  (K extended by r)
-//   backward:  g = dy B                        [rows x r]
+//   backward:  s g = s dy B                    [rows x r]  bf16, straight from its GEMM
 //              dx (= or +=) dy W + s g A       = [dy | s g] . [W ; A]   (K extended by r)
 //              dA += s g^T x,   dB += s dy^T u         (skinny reductions over rows)
 //
@@ -18,7 +18,9 @@
 //             beats it on the base GEMM; a Hopper-grade fused kernel would be a wgmma + TMA
 //             kernel with the same K extension, or cuBLASLt with a custom epilogue.
 // The skinny products (u, g, dA, dB) are cuBLASLt GEMMs in both. r is padded with zeros to a
-// multiple of 8 (cuBLASLt, for 16-byte rows) or 32 (the fused kernel's K tile).
+// multiple of 8 (cuBLASLt, for 16-byte rows) or 32 (the fused kernel's K tile). Launches per
+// call with A and B packed: forward 3 GEMMs (FUSED: 1 + the fused kernel) and 1 rounding kernel
+// (s u); backward 5 GEMMs (FUSED: 3 + the fused kernel) and 1 rounding kernel (s u for dB).
 #include "gemm.cuh"
 #include "ops.cuh"
 
@@ -327,10 +329,10 @@ void linear_backward(const Context& ctx, const bf16* dy, const bf16* x, const Li
   const int r = lora.rank;
   const int64_t rp = round_up(r, use_fused(ctx) ? kBK : 8);
   const PackedLora ab = packed_lora(ctx, lora, W.in, W.out);
-  // g = dy B (f32, padded columns come out zero), then s g in bf16.
-  BufferPtr g = ctx.scratch(static_cast<size_t>(rows * rp) * sizeof(float), "LoRA g = dy B");
-  gemm(ctx, rows, rp, W.out, dy_op, {ab.B, DType::BF16, ab.ld, false}, {Context::ptr<float>(g), DType::F32, rp}, 1.f, 0.f);
-  BufferPtr sg = pack_bf16(ctx, Context::ptr<float>(g), rows, rp, rp, lora.scale, rows, rp, "LoRA s*g in bf16");
+  // s g = s (dy B) in bf16 straight from the GEMM (alpha = s, f32 accumulation, one rounding);
+  // the padded columns come out zero.
+  BufferPtr sg = ctx.scratch(static_cast<size_t>(rows * rp) * sizeof(bf16), "LoRA s*g in bf16");
+  gemm(ctx, rows, rp, W.out, dy_op, {ab.B, DType::BF16, ab.ld, false}, {Context::ptr<bf16>(sg), DType::BF16, rp}, lora.scale, 0.f);
   const bf16* sg_p = Context::ptr<bf16>(sg);
 
   // dx (= or +=) dy W + (s g) A   (A's first rp rows; rows past r are zero)

@@ -4,22 +4,25 @@
 # them to $OUT (when set) before the next stage starts, so a hang or a crash in one stage costs
 # that stage alone and everything finished so far comes back.
 #
-#   bash bench/gpu/run.sh                  # stages 1-4, about 6-8 minutes on an H100/H200
+#   bash bench/gpu/run.sh                  # stages 1-4: at most 9 minutes (the limits add up to
+#                                          # the 540 s budget), about 5 expected on an H100/H200
 #   bash bench/gpu/run.sh --stage 3        # one stage again (repeatable: --stage 2 --stage 3)
 #   bash bench/gpu/run.sh --dry-run        # what would run, with each stage's time limit
 #   options: --quick (fewer benchmark shapes), --budget SECONDS (total, default 540)
 #
-# Stages (limit in seconds; a stage gets less when the total budget runs short):
-#   1 build    (240) cmake + nvcc for this GPU's architecture only: libdiffuse_cuda.so and the
+# Stages (limit in seconds; they add up to the default budget, so a stage that hangs costs its
+# own limit and no other stage's time; a stage gets less only when --budget is smaller):
+#   1 build    (150) cmake + nvcc for this GPU's architecture only: libdiffuse_cuda.so and the
 #                    native check program (cuda/check); compile time and ptxas' registers /
 #                    spills per kernel in build.log. Later stages reuse the build.
-#   2 checks   (180) every op and the whole model step (and 20 AdamW steps) against the CPU twin
-#   3 bench    (240) peaks, kernels, LoRA linear vs plain GEMM at 7B/13B shapes r = 4/16/64,
-#                    fused log-probs vs the LM-head GEMM, then (own limit) full optimiser steps
-#                    at Llama-2-13B shapes with MFU
-#   4 peft     (180) transformers + PEFT (bench/peers/reference_train.py) and ours on the same
+#   2 checks   (120) every op and the whole model step (and 20 AdamW steps) against the CPU twin
+#   3 bench    (100) peaks, kernels, LoRA linear vs plain GEMM at 7B/13B shapes r = 4/16/64,
+#                    fused log-probs vs the LM-head GEMM, then (50) full optimiser steps at
+#                    Llama-2-13B shapes with MFU
+#   4 peft     (120) transformers + PEFT (bench/peers/reference_train.py) and ours on the same
 #                    GPU, shapes and token ids (bench/gpu/peft_side.py); needs a Python with
-#                    torch, transformers, peft and numpy ($PYTHON, else python3)
+#                    torch, transformers, peft and numpy ($PYTHON, else python3): theirs (75),
+#                    ours (35), the comparison (10)
 #   5 jest     (240) only when asked (--stage 5): the addon with DIFFUSE_CUDA=ON and the jest CUDA
 #                    tests; needs Node and node_modules
 #
@@ -50,9 +53,9 @@ done
 [ ${#stages[@]} -eq 0 ] && stages=(1 2 3 4)
 
 results=bench/results/gpu
+[ $dry_run -eq 1 ] && results=$(mktemp -d /tmp/diffuse-gpu-dry-run.XXXXXX)
 build=build-cuda
 check_bin=$build/diffuse_cuda_check
-mkdir -p "$results"
 start=$(date +%s)
 commit=${DIFFUSE_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 python_bin=${PYTHON:-python3}
@@ -83,7 +86,7 @@ run_limited() {  # cap logfile command...
   shift 2
   local left=$((budget - ($(date +%s) - start)))
   local limit=$((cap < left ? cap : left))
-  if [ "$limit" -lt 20 ]; then
+  if [ "$limit" -lt 5 ]; then
     run_status=skipped run_code=0
     echo "skipped: ${left}s of the ${budget}s budget left" | tee -a "$logfile"
     return
@@ -93,8 +96,9 @@ run_limited() {  # cap logfile command...
     run_status=ok run_code=0
     return
   fi
-  # TERM at the limit, KILL 10 s later: a wedged CUDA call does not outlive its stage.
-  timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$logfile"
+  # TERM at the limit, KILL 5 s later: a wedged CUDA call does not outlive its stage (the grace
+  # comes out of the budget, so the whole run ends within about budget + 5 s).
+  timeout -k 5 "$limit" "$@" 2>&1 | tee -a "$logfile"
   run_code=${PIPESTATUS[0]}
   if [ "$run_code" -eq 0 ]; then run_status=ok
   elif [ "$run_code" -eq 124 ] || [ "$run_code" -eq 137 ]; then run_status=timeout; echo "stage limit of ${limit}s reached" | tee -a "$logfile"
@@ -130,6 +134,8 @@ find_nvcc() {
   export CUDACXX=$nvcc_bin
 }
 
+mkdir -p "$results"
+
 # ---------------------------------------------------------------- stages
 stage_build() {
   local logfile=$results/stage-1-build.log
@@ -141,7 +147,7 @@ stage_build() {
   local generator=()
   command -v ninja >/dev/null && generator=(-G Ninja)
   local t0=$(date +%s)
-  run_limited 240 "$logfile" bash -c "cmake -S . -B $build ${generator[*]} -DCMAKE_BUILD_TYPE=Release -DDIFFUSE_CUDA=ON \
+  run_limited 150 "$logfile" bash -c "cmake -S . -B $build ${generator[*]} -DCMAKE_BUILD_TYPE=Release -DDIFFUSE_CUDA=ON \
     -DDIFFUSE_CUDA_ARCHITECTURES=$arch -DDIFFUSE_CUDA_PTXAS_VERBOSE=ON >$results/build.log 2>&1 &&
     cmake --build $build --target diffuse_cuda_check -j $(nproc) >>$results/build.log 2>&1;
     status=\$?; grep -E 'error|warning' $results/build.log | grep -v 'ptxas info' | head -20; exit \$status"
@@ -168,17 +174,17 @@ stage_checks() {
   local logfile=$results/stage-2-checks.log
   : >"$logfile"
   need_build "$logfile" || return
-  run_limited 180 "$logfile" "$check_bin" --checks-only --out "$results" --commit "$commit"
+  run_limited 120 "$logfile" "$check_bin" --checks-only --out "$results" --commit "$commit"
 }
 
 stage_bench() {
   local logfile=$results/stage-3-bench.log
   : >"$logfile"
   need_build "$logfile" || return
-  run_limited 150 "$logfile" "$check_bin" --bench-only "${quick[@]}" --out "$results" --commit "$commit"
+  run_limited 100 "$logfile" "$check_bin" --bench-only "${quick[@]}" --out "$results" --commit "$commit"
   local first_status=$run_status first_code=$run_code
   ship
-  run_limited 90 "$logfile" "$check_bin" --steps-only "${quick[@]}" --out "$results" --commit "$commit"
+  run_limited 50 "$logfile" "$check_bin" --steps-only "${quick[@]}" --out "$results" --commit "$commit"
   if [ "$first_status" != ok ] && [ "$run_status" = ok ]; then run_status=$first_status run_code=$first_code; fi
 }
 
@@ -192,14 +198,14 @@ stage_peft() {
     return
   fi
   # Theirs first (it writes the token tasks both sides train on), then ours on the same files.
-  run_limited 120 "$logfile" "$python_bin" bench/gpu/peft_side.py reference --results "$results"
+  run_limited 75 "$logfile" "$python_bin" bench/gpu/peft_side.py reference --results "$results"
   local theirs=$run_status theirs_code=$run_code
   ship
   if [ $dry_run -eq 1 ] || [ -f "$results/task-rng.txt" ]; then
-    run_limited 75 "$logfile" "$check_bin" --token-task "$results/task-rng.txt" --token-task "$results/task-baby-names.txt" \
+    run_limited 35 "$logfile" "$check_bin" --token-task "$results/task-rng.txt" --token-task "$results/task-baby-names.txt" \
       --tag side-by-side --out "$results" --commit "$commit"
   fi
-  run_limited 30 "$logfile" "$python_bin" bench/gpu/peft_side.py compare --results "$results"
+  run_limited 10 "$logfile" "$python_bin" bench/gpu/peft_side.py compare --results "$results"
   if [ "$theirs" != ok ]; then run_status=$theirs run_code=$theirs_code; fi
 }
 
