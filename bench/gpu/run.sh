@@ -12,16 +12,16 @@
 #
 # Stages (limit in seconds; they add up to the default budget, so a stage that hangs costs its
 # own limit and no other stage's time; a stage gets less only when --budget is smaller):
-#   1 build    (150) cmake + nvcc for this GPU's architecture only: libdiffuse_cuda.so and the
+#   1 build    (180) cmake + nvcc for this GPU's architecture only: libdiffuse_cuda.so and the
 #                    native check program (cuda/check); compile time and ptxas' registers /
 #                    spills per kernel in build.log. Later stages reuse the build.
-#   2 checks   (120) every op and the whole model step (and 20 AdamW steps) against the CPU twin
-#   3 bench    (100) peaks, kernels, LoRA linear vs plain GEMM at 7B/13B shapes r = 4/16/64,
-#                    fused log-probs vs the LM-head GEMM, then (50) full optimiser steps at
+#   2 checks   (110) every op and the whole model step (and 20 AdamW steps) against the CPU twin
+#   3 bench     (90) peaks, kernels, LoRA linear vs plain GEMM at 7B/13B shapes r = 4/16/64,
+#                    fused log-probs vs the LM-head GEMM, then (45) full optimiser steps at
 #                    Llama-2-13B shapes with MFU
-#   4 peft     (120) transformers + PEFT (bench/peers/reference_train.py) and ours on the same
+#   4 peft     (115) transformers + PEFT (bench/peers/reference_train.py) and ours on the same
 #                    GPU, shapes and token ids (bench/gpu/peft_side.py); needs a Python with
-#                    torch, transformers, peft and numpy ($PYTHON, else python3): theirs (75),
+#                    torch, transformers, peft and numpy ($PYTHON, else python3): theirs (70),
 #                    ours (35), the comparison (10)
 #   5 jest     (240) only when asked (--stage 5): the addon with DIFFUSE_CUDA=ON and the jest CUDA
 #                    tests; needs Node and node_modules
@@ -147,7 +147,7 @@ stage_build() {
   local generator=()
   command -v ninja >/dev/null && generator=(-G Ninja)
   local t0=$(date +%s)
-  run_limited 150 "$logfile" bash -c "cmake -S . -B $build ${generator[*]} -DCMAKE_BUILD_TYPE=Release -DDIFFUSE_CUDA=ON \
+  run_limited 180 "$logfile" bash -c "cmake -S . -B $build ${generator[*]} -DCMAKE_BUILD_TYPE=Release -DDIFFUSE_CUDA=ON \
     -DDIFFUSE_CUDA_ARCHITECTURES=$arch -DDIFFUSE_CUDA_PTXAS_VERBOSE=ON >$results/build.log 2>&1 &&
     cmake --build $build --target diffuse_cuda_check -j $(nproc) >>$results/build.log 2>&1;
     status=\$?; grep -E 'error|warning' $results/build.log | grep -v 'ptxas info' | head -20; exit \$status"
@@ -174,17 +174,17 @@ stage_checks() {
   local logfile=$results/stage-2-checks.log
   : >"$logfile"
   need_build "$logfile" || return
-  run_limited 120 "$logfile" "$check_bin" --checks-only --out "$results" --commit "$commit"
+  run_limited 110 "$logfile" "$check_bin" --checks-only --out "$results" --commit "$commit"
 }
 
 stage_bench() {
   local logfile=$results/stage-3-bench.log
   : >"$logfile"
   need_build "$logfile" || return
-  run_limited 100 "$logfile" "$check_bin" --bench-only "${quick[@]}" --out "$results" --commit "$commit"
+  run_limited 90 "$logfile" "$check_bin" --bench-only "${quick[@]}" --out "$results" --commit "$commit"
   local first_status=$run_status first_code=$run_code
   ship
-  run_limited 50 "$logfile" "$check_bin" --steps-only "${quick[@]}" --out "$results" --commit "$commit"
+  run_limited 45 "$logfile" "$check_bin" --steps-only "${quick[@]}" --out "$results" --commit "$commit"
   if [ "$first_status" != ok ] && [ "$run_status" = ok ]; then run_status=$first_status run_code=$first_code; fi
 }
 
@@ -198,7 +198,7 @@ stage_peft() {
     return
   fi
   # Theirs first (it writes the token tasks both sides train on), then ours on the same files.
-  run_limited 75 "$logfile" "$python_bin" bench/gpu/peft_side.py reference --results "$results"
+  run_limited 70 "$logfile" "$python_bin" bench/gpu/peft_side.py reference --results "$results"
   local theirs=$run_status theirs_code=$run_code
   ship
   if [ $dry_run -eq 1 ] || [ -f "$results/task-rng.txt" ]; then

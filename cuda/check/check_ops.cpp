@@ -296,6 +296,8 @@ void check_ops(Backend& cpu, Backend& gpu, Report& report) {
   check_attention(report, cpu, gpu, rng, "prompt 70 + trie 40, MHA 4, hd 128", 70, 40, 4, 4, 128, 0);
   check_attention(report, cpu, gpu, rng, "session: last 20 of 90 rows, GQA 32/1, hd 64", 50, 40, 32, 1, 64, 70);
   check_attention(report, cpu, gpu, rng, "prompt 33 + trie 20, GQA 4/2, hd 256", 33, 20, 4, 2, 256, 0);
+  // Many query rows per key tile and more than one chunk of rows (the key-major dk / dv pass).
+  check_attention(report, cpu, gpu, rng, "long prompt 300 + trie 30, GQA 8/2, hd 128", 300, 30, 8, 2, 128, 0);
   for (int64_t n : {10000, 999}) {
     const auto g = rng.normal(n, 2.f), u = rng.normal(n), dh = rng.normal(n);
     const std::string name = "swiglu " + std::to_string(n);
