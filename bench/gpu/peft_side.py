@@ -3,11 +3,11 @@
     python bench/gpu/peft_side.py reference --results DIR [--steps N]
         writes DIR/task-rng.{json,txt}, DIR/task-baby-names.{json,txt} (the two synthetic tasks of
         bench/peers/reference_train.py, as token ids: JSON for it, the plain text of
-        cuda/check's TokenTask for diffuse_cuda_check) and DIR/peft-steps.json (the paper's
+        cuda/check's TokenTask for diffuse_cuda_check) and DIR/peft.json (the paper's
         algorithm on Llama-2-13B shapes, random bf16 weights, PEFT LoRA r = 4 on all seven
         modules, N optimiser steps per task, alternating tasks)
     python bench/gpu/peft_side.py compare --results DIR
-        reads DIR/peft-steps.json and DIR/*-side-by-side.json (diffuse_cuda_check --token-task
+        reads DIR/peft.json and DIR/*-side-by-side.json (diffuse_cuda_check --token-task
         on the same task files) and writes DIR/side-by-side.json: per task, both stacks'
         median optimiser step and the speed-up (target >= 10x)
 
@@ -57,13 +57,13 @@ def reference(args) -> None:
         print(f"{kind}: {len(task['prompt_token_ids'])}-token prompt, {len(task['targets'])} targets -> {path}")
     cmd = [sys.executable, str(REPO / "bench" / "peers" / "reference_train.py"), "--config", "llama-2-13b", "--random-init",
            "--device", "cuda", "--token-task", *paths, "--steps", str(args.steps * len(TASKS)), "--no-final-eval",
-           "--seed", str(args.seed), "--out", str(args.results / "peft-steps.json")]
+           "--seed", str(args.seed), "--out", str(args.results / "peft.json")]
     print(" ".join(cmd), flush=True)
     sys.exit(subprocess.call(cmd))
 
 
 def compare(args) -> None:
-    theirs = json.loads((args.results / "peft-steps.json").read_text())
+    theirs = json.loads((args.results / "peft.json").read_text())
     ours_files = sorted(args.results.glob("*-side-by-side.json"))
     if not ours_files:
         raise SystemExit(f"no *-side-by-side.json in {args.results}: diffuse_cuda_check --token-task did not finish")

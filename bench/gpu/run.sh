@@ -27,8 +27,9 @@
 #                    tests; needs Node and node_modules
 #
 # Writes bench/results/gpu/: stages.json (each stage's status, exit code, seconds), build.json,
-# <device>-checks.json, <device>-bench.json, <device>-steps.json, peft-*.json, task-*.txt,
-# <device>-side-by-side.json, side-by-side.json, and stage-N-*.log. Exit status: 0 when every
+# <device>-checks.json, <device>-bench.json, <device>-steps.json, task-*.{json,txt}, peft.json,
+# <device>-side-by-side.json, side-by-side.json, and stage-N-*.log; $OUT gets all of it as
+# gpu-results.tar.gz and the summaries beside it (7 files at most). Exit status: 0 when every
 # stage that ran passed, else the number of the first stage that failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -62,10 +63,17 @@ python_bin=${PYTHON:-python3}
 log() { echo "== $*"; }
 
 # Copies what exists so far to $OUT: called after every stage, so a later hang loses nothing.
+# The device tool returns at most 8 files: everything goes in gpu-results.tar.gz, and the
+# summaries (at most 6 more) beside it for reading at once.
 ship() {
   [ -n "${OUT:-}" ] || return 0
   mkdir -p "$OUT"
-  cp "$results"/*.json "$results"/*.log "$results"/*.txt "$OUT/" 2>/dev/null
+  tar -czf "$OUT/gpu-results.tar.gz" -C "$results" . 2>/dev/null
+  local f
+  for f in "$results"/stages.json "$results"/build.json "$results"/side-by-side.json "$results"/*-checks.json \
+    "$results"/*-bench.json "$results"/*-steps.json; do
+    [ -f "$f" ] && cp "$f" "$OUT/"
+  done
   return 0
 }
 
