@@ -9,6 +9,9 @@
 #   bash bench/gpu/run.sh --stage 3        # one stage again (repeatable: --stage 2 --stage 3)
 #   bash bench/gpu/run.sh --dry-run        # what would run, with each stage's time limit
 #   options: --quick (fewer benchmark shapes), --budget SECONDS (total, default 540)
+#   environment: OUT (a folder to copy results to), PYTHON, CUDACXX, DIFFUSE_CUDA_ARCH (instead
+#   of nvidia-smi's), DIFFUSE_GPU_BUILD (build folder, default build-cuda), DIFFUSE_GPU_RESULTS
+#   (default bench/results/gpu)
 #
 # Stages (limit in seconds; they add up to the default budget, so a stage that hangs costs its
 # own limit and no other stage's time; a stage gets less only when --budget is smaller):
@@ -53,9 +56,9 @@ while [ $# -gt 0 ]; do
 done
 [ ${#stages[@]} -eq 0 ] && stages=(1 2 3 4)
 
-results=bench/results/gpu
+results=${DIFFUSE_GPU_RESULTS:-bench/results/gpu}
 [ $dry_run -eq 1 ] && results=$(mktemp -d /tmp/diffuse-gpu-dry-run.XXXXXX)
-build=build-cuda
+build=${DIFFUSE_GPU_BUILD:-build-cuda}
 check_bin=$build/diffuse_cuda_check
 start=$(date +%s)
 commit=${DIFFUSE_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
