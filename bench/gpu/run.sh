@@ -63,6 +63,7 @@ check_bin=$build/diffuse_cuda_check
 start=$(date +%s)
 commit=${DIFFUSE_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 python_bin=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1  # a Python stage cut off at its limit still shows what it printed
 log() { echo "== $*"; }
 
 # Copies what exists so far to $OUT: called after every stage, so a later hang loses nothing.

@@ -99,10 +99,22 @@ int main(int argc, char** argv) {
   result.add("cublaslt_version", static_cast<int64_t>(cublaslt)).add("date", utc_now()).add("git_commit", opt.commit);
   result.add("quick", opt.quick).add("part", opt.mode);
   Report report;
+  // The file is rewritten after every part ("complete": false until the end), so a run cut off
+  // by its stage's time limit still leaves what it finished.
+  const std::string path = opt.out_dir + "/" + file_safe(name) + "-" + opt.tag + ".json";
+  auto save = [&](bool complete) {
+    Json snapshot = result;
+    snapshot.add("checks", report.checks_json()).add("failures", report.failures()).add("complete", complete);
+    std::ofstream f(path);
+    if (f) f << snapshot.str() << "\n";
+    if (!f) std::fprintf(stderr, "could not write %s\n", path.c_str());
+    else if (complete) std::printf("wrote %s\n", path.c_str());
+  };
   try {
     if (opt.checks) {
       std::unique_ptr<Backend> cpu = make_cpu_backend(0), gpu = make_gpu();
       check_ops(*cpu, *gpu, report);
+      save(false);
       check_model(report);
     }
     if (opt.bench || opt.steps) {
@@ -111,7 +123,9 @@ int main(int argc, char** argv) {
       if (opt.bench) {
         std::unique_ptr<Backend> gpu = make_gpu();
         result.add("kernels", bench_kernels(*gpu, peaks, opt.quick));
+        save(false);
         result.add("lora_linear", bench_lora(*gpu, peaks, opt.quick));
+        save(false);
         result.add("logprobs", bench_logprobs(*gpu, peaks, opt.quick));
       }
       if (opt.steps) result.add("steps", bench_steps(peaks, opt.quick, tasks));
@@ -119,16 +133,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     report.expect(std::string("ran to the end (stopped by: ") + e.what() + ")", false);
   }
-  result.add("checks", report.checks_json()).add("failures", report.failures());
-
-  const std::string path = opt.out_dir + "/" + file_safe(name) + "-" + opt.tag + ".json";
-  std::ofstream f(path);
-  if (f) {
-    f << result.str() << "\n";
-    std::printf("wrote %s\n", path.c_str());
-  } else {
-    std::fprintf(stderr, "could not write %s\n", path.c_str());
-  }
+  save(true);
   const size_t total = report.checks().size();
   std::printf("%zu checks, %d failed\n", total, report.failures());
   return report.failures() == 0 ? 0 : 1;
