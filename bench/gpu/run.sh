@@ -83,8 +83,8 @@ ship() {
 
 # stages.json: one entry per stage run, rewritten after each.
 stage_records=()
-record() {  # number name status exit_code seconds note
-  stage_records+=("{\"stage\":$1,\"name\":\"$2\",\"status\":\"$3\",\"exit_code\":$4,\"seconds\":$5,\"note\":\"$6\"}")
+record() {  # number name status exit_code seconds
+  stage_records+=("{\"stage\":$1,\"name\":\"$2\",\"status\":\"$3\",\"exit_code\":$4,\"seconds\":$5}")
   local IFS=,
   printf '{"commit":"%s","date":"%s","gpu":"%s","stages":[%s]}\n' "$commit" "$(date -u +%FT%TZ)" "${gpu_name:-}" \
     "${stage_records[*]}" >"$results/stages.json"
@@ -137,10 +137,11 @@ else
   log "GPU: $gpu_line"
 fi
 
-find_nvcc() {
-  local nvcc_bin=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-  if [ ! -x "$nvcc_bin" ]; then
-    echo "no nvcc found: set CUDACXX to the CUDA 13.0 compiler (bash scripts/install-cuda-toolchain.sh DIR prints the settings)" >&2
+find_nvcc() {  # logfile
+  local nvcc_bin=${CUDACXX:-$(command -v nvcc || ls -d /usr/local/cuda/bin/nvcc /usr/local/cuda-*/bin/nvcc 2>/dev/null | head -1)}
+  if [ -z "$nvcc_bin" ] || [ ! -x "$nvcc_bin" ]; then
+    echo "no nvcc found: set CUDACXX to the CUDA 13.0 compiler (bash scripts/install-cuda-toolchain.sh DIR prints the settings)" |
+      tee -a "$1" >&2
     return 1
   fi
   export CUDACXX=$nvcc_bin
@@ -153,7 +154,7 @@ stage_build() {
   local logfile=$results/stage-1-build.log
   : >"$logfile"
   if [ $dry_run -eq 0 ]; then
-    find_nvcc || { run_status=failed run_code=3; return; }
+    find_nvcc "$logfile" || { run_status=failed run_code=3; return; }
     log "nvcc: $("$CUDACXX" --version | tail -1)" | tee -a "$logfile"
   fi
   local generator=()
@@ -243,7 +244,7 @@ for n in "${stages[@]}"; do
   "stage_$name"
   seconds=$(($(date +%s) - t0))
   log "stage $n: $run_status (exit $run_code) in ${seconds}s"
-  record "$n" "$name" "$run_status" "$run_code" "$seconds" ""
+  record "$n" "$name" "$run_status" "$run_code" "$seconds"
   if [ "$run_status" != ok ] && [ "$run_status" != skipped ] && [ $first_failed -eq 0 ]; then first_failed=$n; fi
 done
 log "done in $(($(date +%s) - start))s; results in $results${OUT:+ and $OUT}"
