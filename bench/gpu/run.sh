@@ -172,7 +172,7 @@ stage_build() {
   spills=$(grep "bytes spill stores" "$results/build.log" 2>/dev/null | grep -vc " 0 bytes spill stores")
   printf '{"arch":"sm_%s","status":"%s","seconds":%d,"cores":%d,"nvcc":"%s","kernels_with_spills":%d}\n' "$arch" "$run_status" \
     "$seconds" "$(nproc)" "$("$CUDACXX" --version | tail -1)" "${spills:-0}" >"$results/build.json"
-  log "build: $run_status in ${seconds}s for sm_$arch; kernels that spill registers: ${spills:-0}"
+  log "build: $run_status in ${seconds}s for sm_$arch; kernels compiled in this run that spill registers: ${spills:-0}"
 }
 
 need_build() {
