@@ -13,11 +13,12 @@
  * never downloads it — else a tiny random model with a real tokenizer written by the suite; the
  * test's title says which. The prebuilt binary is prebuilds/linux-x64/diffuse.node when
  * `npm run prebuildify` has made one in this checkout, else the addon this checkout built at
- * install (build/Release/diffuse.node, the same Node-API sources), again named in the title.
+ * install (build/Release/diffuse.node, the same Node-API sources) — also when prebuilds/ is older
+ * than native/ — again named in the title.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -27,7 +28,12 @@ import { packageRoot } from '../../lib/native.js';
 import { writeTinyChatModel } from '../eval/tiny-chat-model.js';
 
 const repoPrebuild = join(packageRoot, 'prebuilds', 'linux-x64', 'diffuse.node');
-const prebuild = existsSync(repoPrebuild) ? repoPrebuild : join(packageRoot, 'build', 'Release', 'diffuse.node');
+/** The newest modification time among the native sources. */
+const nativeSourcesTime = () =>
+  Math.max(...(readdirSync(join(packageRoot, 'native'), { recursive: true }) as string[]).map((f) => statSync(join(packageRoot, 'native', f)).mtimeMs));
+// A prebuildify binary older than the sources would test yesterday's engine: take the fresh build then.
+const freshPrebuild = existsSync(repoPrebuild) && statSync(repoPrebuild).mtimeMs >= nativeSourcesTime();
+const prebuild = freshPrebuild ? repoPrebuild : join(packageRoot, 'build', 'Release', 'diffuse.node');
 const haveDefault = existsSync(defaultModelPath()) && existsSync(`${defaultModelPath()}.verified`);
 const linuxX64 = process.platform === 'linux' && process.arch === 'x64';
 
@@ -75,7 +81,7 @@ const run = (command: string, args: string[], options: { cwd: string; env?: Node
   execFileSync(command, args, { cwd: options.cwd, env: options.env ?? process.env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 });
 
 (linuxX64 ? describe : describe.skip)(
-  `PACKAGE TEST: the packed tarball with a prebuilt binary (${existsSync(repoPrebuild) ? 'from npm run prebuildify' : 'the install-time build copied to prebuilds/linux-x64'}), installed offline with no compiler on the PATH, used on ${haveDefault ? DEFAULT_MODEL : 'a tiny random model (the default model is not cached)'}${linuxX64 ? '' : ' (skipped: prebuilds/linux-x64 only)'}`,
+  `PACKAGE TEST: the packed tarball with a prebuilt binary (${freshPrebuild ? 'from npm run prebuildify' : `the install-time build copied to prebuilds/linux-x64${existsSync(repoPrebuild) ? ', as prebuilds/ is older than native/' : ''}`}), installed offline with no compiler on the PATH, used on ${haveDefault ? DEFAULT_MODEL : 'a tiny random model (the default model is not cached)'}${linuxX64 ? '' : ' (skipped: prebuilds/linux-x64 only)'}`,
   () => {
     let work: string;
     let consumer: string;
