@@ -19,6 +19,7 @@
 #include "cpu/thread_pool.h"
 #include "engine/backend.h"
 #include "engine/errors.h"
+#include "engine/memory.h"
 #include "engine/random.h"
 
 namespace diffuse {
@@ -56,6 +57,11 @@ class CpuBackend final : public Backend {
   }
 
   std::string name() const override { return "cpu"; }
+  // engine/memory.h: the least of MemAvailable, the cgroup's room and a set memory cap.
+  size_t available_memory() override {
+    const uint64_t bytes = ::diffuse::available_memory().bytes;
+    return bytes > SIZE_MAX ? SIZE_MAX : static_cast<size_t>(bytes);
+  }
   size_t act_elem_size() const override { return sizeof(float); }
   size_t weight_elem_size() const override { return sizeof(float); }
 
@@ -176,7 +182,11 @@ class CpuBackend final : public Backend {
                     const AdamWParams& params) override {
     diffuse::adamw_update(param, grad, m, v, n, params);
   }
-  double sum_squares(const float* x, int64_t n) override { return diffuse::sum_squares(x, n); }
+  double sum_squares_many(const float* const* xs, const int64_t* ns, int count) override {
+    double total = 0;
+    for (int i = 0; i < count; ++i) total += diffuse::sum_squares(xs[i], ns[i]);
+    return total;
+  }
 };
 
 }  // namespace

@@ -168,6 +168,15 @@ LinearWeight Model::linear(int layer, int module) const {
   return {lw.linear[module]->data(), bias, out_of[module], in_of[module], lw.linear[module]->storage()};
 }
 
+size_t default_activation_budget(size_t available) {
+  constexpr size_t kReserve = size_t{2} << 30, kFloor = size_t{512} << 20;
+  return std::max(kFloor, available > kReserve ? (available - kReserve) / 2 : 0);
+}
+
+size_t Model::activation_budget() {
+  return budget_set_ ? activation_budget_ : default_activation_budget(backend_->available_memory());
+}
+
 Model::Model(std::unique_ptr<Backend> backend, const ModelConfig& config,
              const std::vector<TensorSource>& sources)
     : backend_(std::move(backend)), config_(config) {
@@ -243,9 +252,9 @@ ForwardResult Model::forward(const Batch& batch, const Adapter* adapter) {
 // The activation budget a step over T rows (P parents) can have on the CPU: the step's other
 // buffers (gradients, the head's chunks, GEMM packing; an upper estimate) and every layer's
 // input come first, then one layer's full activations for recomputing; what memory is left
-// after those, up to activation_budget_, keeps layers. Throws OUT_OF_MEMORY when even the
+// after those, up to activation_budget(), keeps layers. Throws OUT_OF_MEMORY when even the
 // all-recomputed step does not fit.
-size_t Model::step_activation_room(int64_t T, size_t per_layer, int64_t P) const {
+size_t Model::step_activation_room(int64_t T, size_t per_layer, int64_t P) {
   const ModelConfig& c = config_;
   const uint64_t a = backend_->act_elem_size(), rows = static_cast<uint64_t>(T);
   const uint64_t others = rows * a * (6 * c.hidden + 3 * c.intermediate + 2 * c.q_dim() + 2 * c.kv_dim()) +
@@ -260,7 +269,7 @@ size_t Model::step_activation_room(int64_t T, size_t per_layer, int64_t P) const
                     " of activations per layer, recomputed; " + gib(inputs) + " of layer inputs; " + gib(others) +
                     " of gradients and scratch) but " + gib(m.bytes) + " is available (" + m.source +
                     "); try fewer rows per step (fewer prompts or targets per batch), fewer threads, or a smaller model");
-  return static_cast<size_t>(std::min<uint64_t>(activation_budget_, m.bytes - least + per_layer));
+  return static_cast<size_t>(std::min<uint64_t>(activation_budget(), m.bytes - least + per_layer));
 }
 
 StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& objective) {
@@ -279,7 +288,7 @@ StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& ob
   // backward starts there); the others keep only their input and are recomputed. On the CPU
   // the budget also stays within the memory available, checked before anything is allocated.
   const size_t per_layer = LayerActs::bytes_per_row(c, a, adapter.rank()) * static_cast<size_t>(T);
-  const size_t budget = be.name() == "cpu" ? step_activation_room(T, per_layer, p.edges.n_parents) : activation_budget_;
+  const size_t budget = be.name() == "cpu" ? step_activation_room(T, per_layer, p.edges.n_parents) : activation_budget();
   const int64_t kept = std::min<int64_t>(c.layers, static_cast<int64_t>(budget / std::max<size_t>(1, per_layer)));
   const int64_t first_kept = c.layers - kept;
   r.recomputed_layers = first_kept;

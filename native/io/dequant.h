@@ -43,4 +43,10 @@ void quantize_row(StorageType type, const float* src, void* dst, int64_t n);
 // "F32", "Q4_1", … : the name storage_type_from_name() reads.
 const char* storage_type_name(StorageType type);
 
+// The index of the first of n stored values (a multiple of the block size) that widens to NaN
+// or ±Inf, or -1 when every one is finite. Reads the stored bytes, not a widened copy: plain
+// types by their exponent bits, block types by their f16 scales (a block's values are finite
+// exactly when its scales are), so it costs a fraction of a widening pass.
+int64_t first_non_finite(StorageType type, const void* src, int64_t n);
+
 }  // namespace diffuse
