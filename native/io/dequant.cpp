@@ -404,6 +404,8 @@ const char* storage_type_name(StorageType type) {
     case StorageType::Q6_K: return "Q6_K";
   }
   return "?";
+}
+
 int64_t first_non_finite(StorageType type, const void* src, int64_t n) {
   const uint8_t* s = static_cast<const uint8_t*>(src);
   const int64_t bv = storage_block_values(type);
