@@ -59,6 +59,7 @@ export interface InitOptions {
 
 /** Storage types a random-init matrix can be rounded to. */
 export const initDtypes = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1'] as const;
+/** One of initDtypes: the storage a random-init matrix is rounded to. */
 export type InitDtype = (typeof initDtypes)[number];
 
 /** 'bf16', 'q8_0', … in any case, checked. */

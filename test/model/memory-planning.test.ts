@@ -38,7 +38,7 @@ describe('memory planning', () => {
     limitWithRoom(60 * MiB);
     const error = await failure(native().createModel({ config, tensors: initTensorSources(config), device: 'cpu', threads: 1 }));
     expect(error).toBeInstanceOf(OutOfMemoryError);
-    expect(error.message).toMatch(/^loading the model's weights \(13\d\.\d MiB kept, 0\.0 MiB while loading\) needs 13\d\.\d MiB but \d+\.\d MiB is available \(the memory limit of \d+\.\d MiB set for this process, less its/);
+    expect(error.message).toMatch(/^loading the model's weights \(13\d\.\d MiB kept, 0\.0 MiB while loading\) needs 13\d\.\d MiB but \d+\.\d MiB is available \(the memory limit of \d+\.\d [MG]iB set for this process, less its/);
     expect(error.message).toMatch(/try weights in a compact type.*bf16: 6\d\.\d MiB, q8_0: 3\d\.\d MiB, q4_0: 1\d\.\d MiB/);
     // The same model stored as Q4_0 fits.
     const model = await native().createModel({ config, tensors: initTensorSources(config, { dtype: 'Q4_0' }), device: 'cpu', threads: 1 });
