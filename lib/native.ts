@@ -26,6 +26,29 @@ export interface EngineConfig {
   };
   tieWordEmbeddings: boolean;
   attentionBias: boolean;
+  // Family switches; each absent key keeps Llama's behaviour.
+  /** MLP gate: SwiGLU ('silu', default) or GeGLU with tanh-approximate GELU (Gemma). */
+  activation?: 'silu' | 'gelu_tanh';
+  /** Added to every RMSNorm weight at load: 1 for Gemma's (1 + w) from an HF file, else 0. */
+  normWeightOffset?: number;
+  /** Embeddings are multiplied by this (Gemma: √hidden, rounded to float32). */
+  embeddingScale?: number;
+  /** Attention score scale (Gemma 2/3: query_pre_attn_scalar^-½); default 1/√headDim. */
+  attentionScale?: number;
+  /** Attention scores become c·tanh(s/c) (Gemma 2); 0 or absent for none. */
+  attnLogitSoftcap?: number;
+  /** Logits become c·tanh(z/c) (Gemma 2), in log-probs, their gradients and sampling. */
+  finalLogitSoftcap?: number;
+  /** RMSNorm per head on q and k before RoPE (Qwen3, Gemma 3): q_norm / k_norm weights. */
+  qkNorm?: boolean;
+  /** Norms on the attention and MLP outputs too (Gemma 2/3): pre/post feed-forward norms. */
+  sandwichNorms?: boolean;
+  /** A windowed layer's query at position i sees keys at positions j with i − w < j ≤ i. */
+  slidingWindow?: number;
+  /** Per layer; absent with a window means every layer is windowed (Mistral). */
+  layerTypes?: ('full_attention' | 'sliding_attention')[];
+  /** RoPE base of the windowed layers (Gemma 3's local base), unscaled; absent: ropeTheta. */
+  localRopeTheta?: number;
 }
 
 /** Where one weight tensor comes from, under its Hugging Face name. */

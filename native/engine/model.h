@@ -74,11 +74,17 @@ class Model {
   Plan plan(const Batch& batch, bool with_weights) const;
   void layer_forward(int layer, const Plan& plan, const Adapter* adapter, void* x,
                      LayerActs& acts, Scratch& scratch);
+  // The family switches, in one place each.
+  const float* inv_freq(int layer) const;  // the layer's RoPE frequencies (local or global)
+  AttentionShape attention_shape(int64_t q_rows, int64_t kv_rows) const;
+  void gate_forward(const void* gate, const void* up, void* h, int64_t n);  // SwiGLU or GeGLU
+  void embed(const int32_t* tokens, void* x, int64_t rows);                 // lookup, then scale
 
   std::unique_ptr<Backend> backend_;
   ModelConfig config_;
   Weights weights_;
   BufferPtr inv_freq_;
+  BufferPtr inv_freq_local_;  // windowed layers' RoPE frequencies, when they have their own base
   size_t activation_budget_ = size_t{4} << 30;
   std::mutex mutex_;
 };
