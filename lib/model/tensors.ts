@@ -56,7 +56,10 @@ export function expectedTensors(config: EngineConfig): ExpectedTensor[] {
       out.push({ name: `${p}self_attn.${m}.weight`, ...linear[m] });
       if (config.attentionBias && m !== 'o_proj') out.push({ name: `${p}self_attn.${m}.bias`, shape: [linear[m].shape[0]] });
     }
+    if (config.qkNorm) for (const n of ['q_norm', 'k_norm']) out.push({ name: `${p}self_attn.${n}.weight`, shape: [config.headDim] });
     out.push({ name: `${p}post_attention_layernorm.weight`, shape: [d] });
+    // Gemma 2/3: post_attention_layernorm normalises the attention output; these two wrap the MLP.
+    if (config.sandwichNorms) for (const n of ['pre_feedforward_layernorm', 'post_feedforward_layernorm']) out.push({ name: `${p}${n}.weight`, shape: [d] });
     for (const m of mlp) out.push({ name: `${p}mlp.${m}.weight`, ...linear[m] });
   }
   out.push({ name: 'model.norm.weight', shape: [d] });

@@ -5,7 +5,7 @@
  */
 import { native, type EngineConfig, type NativeAdapter, type NativeModel } from '../../lib/native.js';
 import { buildPaddedBatch, buildTrieBatch, sequenceLogProbs, type PreparedPrompt } from '../../lib/targets/target-set.js';
-import { makeTinyModel, tinyModelSources, type TinyModel, type TinyModelOptions } from '../helpers/tiny-model.js';
+import { makeTinyModel, tinyConfig, tinyModelSources, type TinyModel, type TinyModelOptions } from '../helpers/tiny-model.js';
 import { moduleNames, referenceEdgeLogProbs, referenceLoss, type ReferenceLora, type ReferenceWeights } from '../reference/model.js';
 import { relErr } from '../train/tiny-training.js';
 
@@ -71,13 +71,78 @@ async function grads(adapter: NativeAdapter): Promise<Map<string, Float32Array>>
   return out;
 }
 
-const shapes: { name: string; options: TinyModelOptions }[] = [
+/**
+ * LoRA gradients of the engine's step against central finite differences of the float64
+ * reference loss, two random entries of every adapter matrix.
+ */
+async function expectFiniteDifferenceGradients(tiny: TinyModel, model: NativeModel, seed: number): Promise<void> {
+  const trie = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
+  const adapter = await model.createAdapter({ rank: 2, alpha: 4, targetModules: [], seed });
+  await randomiseB(adapter, seed + 1, 0.5);
+  await model.step(trie.batch, adapter, { kind: 'ce' });
+  const g = await grads(adapter);
+  const lora = await loraOf(adapter, tiny.config);
+  const ref = referenceOf(tiny);
+  const r = rng(99);
+  const h = 1e-5;
+  const engine: number[] = [], finite: number[] = [];
+  for (const t of adapter.describe().tensors) {
+    const key = `layers.${t.layer}.${t.module}`;
+    const values = (t.name.endsWith('lora_A') ? lora.A : lora.B).get(key)!;
+    for (let n = 0; n < 2; n++) {
+      const i = Math.floor(r() * values.length);
+      const saved = values[i];
+      values[i] = saved + h;
+      const up = referenceLoss(ref, trie.batch, lora);
+      values[i] = saved - h;
+      const down = referenceLoss(ref, trie.batch, lora);
+      values[i] = saved;
+      finite.push((up - down) / (2 * h));
+      engine.push(g.get(t.name)![i]);
+    }
+  }
+  expect(engine.length).toBe(2 * 2 * 7 * tiny.config.numLayers);
+  expect(relErr(engine, finite)).toBeLessThan(1e-3);
+  adapter.dispose();
+}
+
+const gemmaScale = Math.fround(Math.sqrt(32));
+const shapes: { name: string; options: TinyModelOptions; finiteDifferences?: boolean }[] = [
   { name: 'GQA, tied head', options: { seed: 3 } },
   { name: 'untied head, odd sizes, multi-query', options: { seed: 4, hidden: 15, heads: 3, kvHeads: 1, headDim: 6, intermediate: 19, vocab: 37, tied: false } },
   { name: 'q/k/v bias (Qwen2), llama3 rope scaling', options: { seed: 5, bias: true, ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 16 } } },
+  // Windows of 3 and 4 positions against prompts of 3–5 tokens and targets of 2–4: the window
+  // cuts into the prompt for most trie rows.
+  { name: 'sliding window 3 on every layer (Mistral)', options: { seed: 13, family: { slidingWindow: 3 } }, finiteDifferences: true },
+  {
+    name: 'Gemma: GeGLU, √d embedding scale, (1 + w) norms, head_dim apart from hidden/heads',
+    options: { seed: 14, tied: true, headDim: 12, family: { activation: 'gelu_tanh', embeddingScale: gemmaScale, normWeightOffset: 1 } },
+    finiteDifferences: true,
+  },
+  {
+    name: 'Gemma 2: attention and final soft-caps, alternating window, sandwich norms, query_pre_attn_scalar',
+    options: {
+      seed: 15,
+      tied: true,
+      family: {
+        activation: 'gelu_tanh', embeddingScale: gemmaScale, normWeightOffset: 1, sandwichNorms: true, attentionScale: 1 / Math.sqrt(5),
+        attnLogitSoftcap: 1.5, finalLogitSoftcap: 2.5, slidingWindow: 3, layerTypes: ['sliding_attention', 'full_attention'],
+      },
+    },
+    finiteDifferences: true,
+  },
+  {
+    name: 'Gemma 3 / Qwen3: q/k norms, local RoPE base on windowed layers',
+    options: {
+      seed: 16,
+      headDim: 16,
+      family: { qkNorm: true, sandwichNorms: true, activation: 'gelu_tanh', slidingWindow: 4, layerTypes: ['full_attention', 'sliding_attention'], ropeTheta: 1e6, localRopeTheta: 10 },
+    },
+    finiteDifferences: true,
+  },
 ];
 
-describe.each(shapes)('the engine on a tiny model ($name)', ({ options }) => {
+describe.each(shapes)('the engine on a tiny model ($name)', ({ options, finiteDifferences }) => {
   let tiny: TinyModel;
   let model: NativeModel;
   beforeAll(async () => {
@@ -133,6 +198,19 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options }) => {
     for (const [name, g] of await grads(adapter)) expect(relErr(g, gKept.get(name)!)).toBeLessThan(1e-6);
     adapter.dispose();
   });
+
+  if (options.family)
+    it('is changed by its family switches (so the comparisons above test them)', async () => {
+      const trie = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
+      const { edgeLogProbs } = await model.forward(trie.batch);
+      const llama = { ...tinyConfig({ ...options, family: undefined }) };
+      expect(relErr(edgeLogProbs, referenceEdgeLogProbs({ ...referenceOf(tiny), config: llama }, trie.batch))).toBeGreaterThan(1e-3);
+    });
+
+  if (finiteDifferences)
+    it('computes LoRA gradients through its family ops that match central finite differences', async () => {
+      await expectFiniteDifferenceGradients(tiny, model, 21);
+    });
 });
 
 describe('LoRA adapters in the engine', () => {
@@ -185,33 +263,7 @@ describe('LoRA adapters in the engine', () => {
   });
 
   it('computes LoRA gradients that match central finite differences of the float64 reference', async () => {
-    const trie = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
-    const adapter = await model.createAdapter({ rank: 2, alpha: 4, targetModules: [], seed: 6 });
-    await randomiseB(adapter, 7, 0.5);
-    await model.step(trie.batch, adapter, { kind: 'ce' });
-    const g = await grads(adapter);
-    const lora = await loraOf(adapter, tiny.config);
-    const ref = referenceOf(tiny);
-    const r = rng(99);
-    const h = 1e-5;
-    const engine: number[] = [], finite: number[] = [];
-    for (const t of adapter.describe().tensors) {
-      const key = `layers.${t.layer}.${t.module}`;
-      const values = (t.name.endsWith('lora_A') ? lora.A : lora.B).get(key)!;
-      for (let n = 0; n < 2; n++) {
-        const i = Math.floor(r() * values.length);
-        const saved = values[i];
-        values[i] = saved + h;
-        const up = referenceLoss(ref, trie.batch, lora);
-        values[i] = saved - h;
-        const down = referenceLoss(ref, trie.batch, lora);
-        values[i] = saved;
-        finite.push((up - down) / (2 * h));
-        engine.push(g.get(t.name)![i]);
-      }
-    }
     expect(moduleNames.length).toBe(7);
-    expect(relErr(engine, finite)).toBeLessThan(1e-3);
-    adapter.dispose();
+    await expectFiniteDifferenceGradients(tiny, model, 6);
   });
 });
