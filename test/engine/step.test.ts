@@ -207,6 +207,20 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options, finiteDi
       expect(relErr(edgeLogProbs, referenceEdgeLogProbs({ ...referenceOf(tiny), config: llama }, trie.batch))).toBeGreaterThan(1e-3);
     });
 
+  it('samples from a KV-cached session with the log-probabilities of the forward pass', async () => {
+    const { batch } = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
+    const session = await model.createSession({ capacity: 4 });
+    await session.append(batch.tokens.subarray(0, 5), batch.parents.subarray(0, 5));
+    await session.append(batch.tokens.subarray(5), batch.parents.subarray(5));
+    const rows = Int32Array.from(new Set(batch.edgeRows));
+    const drawn = await session.sample(rows, Uint32Array.from(rows, (_, i) => i), { temperature: 1, topK: 0, topP: 1, seed: 5, step: 0 });
+    session.dispose();
+    const { edgeLogProbs } = await model.forward({ ...batch, edgeRows: rows, edgeTokens: drawn.tokens, edgeWeights: undefined });
+    // Absolute nats: Gemma's scaled, tied embeddings make some rows near-certain (log p ~ -1e-9).
+    const worst = Math.max(...Array.from(drawn.logProbs, (lp, i) => Math.abs(lp - edgeLogProbs[i])));
+    expect(worst).toBeLessThan(1e-5);
+  });
+
   if (finiteDifferences)
     it('computes LoRA gradients through its family ops that match central finite differences', async () => {
       await expectFiniteDifferenceGradients(tiny, model, 21);
