@@ -131,6 +131,8 @@ export function shortestF32(v: number): number {
 /** config.json for a model read from GGUF, in the layout transformers writes for its architecture. */
 export function hfConfigFromGguf(gguf: GgufFile, config: EngineConfig, dtype: SafetensorsWriteDtype): Record<string, unknown> {
   const { name, arch } = ggufArchitecture(gguf);
+  if (arch !== 'llama' && arch !== 'mistral' && arch !== 'qwen2')
+    throw new UnsupportedError(`${gguf.path}: writing a merged Hugging Face directory from a '${name}' GGUF is not supported; merge into the model's Hugging Face directory instead`);
   const s = config.ropeScaling;
   const ropeScaling =
     !s || s.type === 'none'

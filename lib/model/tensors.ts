@@ -73,32 +73,46 @@ const ggufLayerNames: Record<string, string> = {
   'self_attn.k_proj': 'attn_k',
   'self_attn.v_proj': 'attn_v',
   'self_attn.o_proj': 'attn_output',
+  'self_attn.q_norm': 'attn_q_norm',
+  'self_attn.k_norm': 'attn_k_norm',
   post_attention_layernorm: 'ffn_norm',
   'mlp.gate_proj': 'ffn_gate',
   'mlp.up_proj': 'ffn_up',
   'mlp.down_proj': 'ffn_down',
+};
+// Gemma 2/3 (sandwich norms): llama.cpp's ATTN_POST_NORM, FFN_PRE_NORM and FFN_POST_NORM.
+const ggufSandwichNames: Record<string, string> = {
+  ...ggufLayerNames,
+  post_attention_layernorm: 'post_attention_norm',
+  pre_feedforward_layernorm: 'ffn_norm',
+  post_feedforward_layernorm: 'post_ffw_norm',
 };
 const ggufGlobalNames: Record<string, string> = {
   'model.embed_tokens.weight': 'token_embd.weight',
   'model.norm.weight': 'output_norm.weight',
   'lm_head.weight': 'output.weight',
 };
-const hfLayerNames = Object.fromEntries(Object.entries(ggufLayerNames).map(([hf, g]) => [g, hf]));
-const hfGlobalNames = Object.fromEntries(Object.entries(ggufGlobalNames).map(([hf, g]) => [g, hf]));
+const invert = (names: Record<string, string>) => Object.fromEntries(Object.entries(names).map(([hf, g]) => [g, hf]));
+const hfLayerNames = invert(ggufLayerNames);
+const hfSandwichNames = invert(ggufSandwichNames);
+const hfGlobalNames = invert(ggufGlobalNames);
 
-/** The GGUF name of a Hugging Face tensor name (llama.cpp's tensor map), or undefined. */
-export function ggufTensorName(hfName: string): string | undefined {
+/**
+ * The GGUF name of a Hugging Face tensor name (llama.cpp's tensor map), or undefined.
+ * `sandwichNorms` (Gemma 2/3) maps the norms around the MLP as llama.cpp names them there.
+ */
+export function ggufTensorName(hfName: string, sandwichNorms = false): string | undefined {
   if (hfName in ggufGlobalNames) return ggufGlobalNames[hfName];
   const m = /^model\.layers\.(\d+)\.(.+)\.(weight|bias)$/.exec(hfName);
-  const g = m && ggufLayerNames[m[2]];
+  const g = m && (sandwichNorms ? ggufSandwichNames : ggufLayerNames)[m[2]];
   return g ? `blk.${m[1]}.${g}.${m[3]}` : undefined;
 }
 
 /** The Hugging Face name of a GGUF tensor name, or undefined. */
-export function hfTensorName(ggufName: string): string | undefined {
+export function hfTensorName(ggufName: string, sandwichNorms = false): string | undefined {
   if (ggufName in hfGlobalNames) return hfGlobalNames[ggufName];
   const m = /^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$/.exec(ggufName);
-  const hf = m && hfLayerNames[m[2]];
+  const hf = m && (sandwichNorms ? hfSandwichNames : hfLayerNames)[m[2]];
   return hf ? `model.layers.${m[1]}.${hf}.${m[3]}` : undefined;
 }
 
@@ -115,7 +129,7 @@ export function tensorSourcesFromGguf(gguf: GgufFile, config: EngineConfig): Ten
   const { permutedQk } = ggufArchitecture(gguf);
   const byName = new Map<string, GgufTensorInfo>(gguf.tensors.map((t) => [t.name, t]));
   return expectedTensors(config).map((e) => {
-    const gName = ggufTensorName(e.name)!;
+    const gName = ggufTensorName(e.name, config.sandwichNorms)!;
     const t = byName.get(gName);
     if (!t) throw new ModelFormatError(gguf.path, `tensor '${gName}'`, `is missing; the model config calls for it (as ${e.name} ${shapeText(e.shape)})`);
     const shape = t.dims.slice().reverse();
