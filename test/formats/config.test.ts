@@ -114,6 +114,11 @@ describe('engineConfigFromHf', () => {
     expect(engineConfigFromHf({ ...smollm2, rope_parameters: { rope_type: 'default', rope_theta: 5e5 } }, 'c.json')).toMatchObject({ ropeTheta: 5e5, ropeScaling: none });
   });
 
+  it("runs a Llama with transformers' tanh-GELU as a GeGLU, as LlamaMLP's ACT2FN does", () => {
+    expect(engineConfigFromHf({ ...smollm2, hidden_act: 'gelu_pytorch_tanh' }, 'c.json')).toMatchObject({ activation: 'gelu_tanh' });
+    expect(engineConfigFromHf({ ...smollm2, hidden_act: 'gelu_pytorch_tanh' }, 'c.json').normWeightOffset).toBeUndefined();
+  });
+
   it('derives the window layers as transformers does (Qwen2 max_window_layers, explicit layer_types, the Gemma 3 pattern)', () => {
     const q = engineConfigFromHf({ ...qwen2, num_hidden_layers: 4, use_sliding_window: true, sliding_window: 64, max_window_layers: 2 }, 'c.json');
     expect(q).toMatchObject({ slidingWindow: 64, layerTypes: ['full_attention', 'full_attention', 'sliding_attention', 'sliding_attention'] });
@@ -142,7 +147,7 @@ describe('engineConfigFromHf', () => {
       [{ ...qwen2, layer_types: alternate(24, 2) }, /sliding_attention layers but use_sliding_window is false/],
       [{ ...gemma3_1b, rope_scaling: undefined, rope_parameters: { full_attention: { rope_type: 'default', rope_theta: 1e6 }, sliding_attention: { rope_type: 'linear', factor: 2, rope_theta: 1e4 } } }, /sliding_attention has linear scaling/],
       [{ ...smollm2, model_type: 'gpt2' }, /model_type 'gpt2' is not supported/],
-      [{ ...smollm2, hidden_act: 'gelu_pytorch_tanh' }, /hidden_act 'gelu_pytorch_tanh' is not supported/],
+      [{ ...smollm2, hidden_act: 'gelu' }, /hidden_act 'gelu' is not supported/],
       [{ ...smollm2, attention_bias: true }, /attention_bias true is not supported; biases on q, k, v and o/],
       [{ ...smollm2, mlp_bias: true }, /mlp_bias true is not supported/],
       [{ ...smollm2, rope_scaling: { type: 'yarn', factor: 4 } }, /RoPE scaling 'yarn' \(rope_scaling\) is not supported/],
