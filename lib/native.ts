@@ -156,6 +156,8 @@ export interface AttentionShapeArgs {
   kvHeads: number;
   headDim: number;
   scale?: number;
+  /** Scores become c·tanh(s/c) (Gemma 2); 0 or absent for none. */
+  softcap?: number;
 }
 
 /** Kernel-level access to one backend, on host arrays: for tests and micro-benchmarks. */
@@ -215,6 +217,10 @@ export interface NativeOps {
   ): { dq: Float32Array; dk: Float32Array; dv: Float32Array };
   swigluForward(gate: Float32Array, up: Float32Array): Float32Array;
   swigluBackward(dh: Float32Array, gate: Float32Array, up: Float32Array): { dgate: Float32Array; dup: Float32Array };
+  gegluForward(gate: Float32Array, up: Float32Array): Float32Array;
+  gegluBackward(dh: Float32Array, gate: Float32Array, up: Float32Array): { dgate: Float32Array; dup: Float32Array };
+  /** x·s, with s first rounded to the activation type. */
+  scaleInplace(x: Float32Array, s: number): Float32Array;
   addInplace(y: Float32Array, x: Float32Array): Float32Array;
   logprobsForward(args: LogprobArgs): { edgeLogp: Float32Array; edgeLoss: Float32Array; parentStats: Float32Array; edgeStats: Float32Array };
   logprobsBackward(args: LogprobArgs & { parentStats: Float32Array; edgeStats: Float32Array; dhidden: Float32Array }): Float32Array;
@@ -230,6 +236,7 @@ export interface NativeOps {
     topP?: number;
     seed?: number;
     step?: number;
+    logitSoftcap?: number;
   }): { tokens: Int32Array; logp: Float32Array };
   adamwUpdate(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, params: Partial<NativeAdamW>): {
     param: Float32Array;
@@ -249,6 +256,8 @@ export interface LogprobArgs {
   edgeToken: Int32Array;
   edgeWeight?: Float32Array;
   objective?: NativeObjective;
+  /** Logits become c·tanh(z/c) (Gemma 2's final soft-cap); 0 or absent for none. */
+  logitSoftcap?: number;
 }
 
 export interface CudaStatus {
