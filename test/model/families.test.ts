@@ -4,8 +4,17 @@
  * sequences), saved it as a Hugging Face directory and through llama.cpp's converter as GGUF,
  * and recorded transformers' target log-probs. Ours, from both files, agree within 1e-4 nats
  * per target — through the trie (one pass over prompt + targets), not one sequence at a time.
+ * The same for a reference task through the directory's tokenizer and chat template (the
+ * family's, rendered by @huggingface/jinja), token for token; and `diffuse train` runs the
+ * paper's configs for Gemma-7B-it, Mistral-7B-Instruct and Llama-2-13B-chat on them.
  */
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { loadModel } from '../../lib/model/load.js';
+import { Progress } from '../../lib/progress.js';
+import { runCli } from '../cli/run.js';
 
 import { loadModelSpec } from '../../lib/model/tensors.js';
 import { native, type NativeModel } from '../../lib/native.js';
@@ -15,11 +24,14 @@ interface Fixture {
   family: string;
   prompt_token_ids: number[];
   targets: { token_ids: number[]; token_logprobs: number[]; logprob: number }[];
+  chat: { file: string; prompt_token_ids: number[]; targets: { target: string; token_ids: number[]; logprob: number }[] };
   gguf: string | null;
 }
 
 const dir = new URL('../fixtures/families/', import.meta.url).pathname;
-const families = ['mistral', 'qwen3', 'gemma', 'gemma2', 'gemma3_text'];
+const families = ['llama', 'mistral', 'qwen3', 'gemma', 'gemma2', 'gemma3_text'];
+const prompts = new URL('../../data/tasks/reference/prompts/', import.meta.url).pathname;
+const configs = new URL('../../data/tasks/reference/configs/all/', import.meta.url).pathname;
 
 function prompt(f: Fixture): PreparedPrompt {
   const n = f.targets.length;
@@ -64,4 +76,40 @@ describe.each(families)('the %s family against transformers', (family) => {
       expect({ family, format: 'gguf', worst }).toEqual({ family, format: 'gguf', worst: expect.any(Number) });
       expect(worst).toBeLessThanOrEqual(1e-4);
     });
+
+  it("tokenizes a reference task through the family's chat template as transformers does, with the same target log-probs", async () => {
+    const model = await loadModel(`${dir}${family}`, { device: 'cpu', threads: 1, progress: new Progress({ mode: 'silent' }) });
+    try {
+      const request = JSON.parse(await readFile(`${prompts}${fixture.chat.file}`, 'utf8'));
+      const [prepared] = model.prepare([request]);
+      expect(prepared.promptTokens).toEqual(fixture.chat.prompt_token_ids);
+      const ours = new Map((await model.targetLogProbs(request)).targets.map((t) => [t.target, t]));
+      let worst = 0;
+      for (const ref of fixture.chat.targets) {
+        const t = ours.get(ref.target)!;
+        expect(t.tokens).toEqual(ref.token_ids);
+        worst = Math.max(worst, Math.abs(t.logprob - ref.logprob));
+      }
+      expect(worst).toBeLessThanOrEqual(1e-4);
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+describe("diffuse train runs the paper's configs end to end on tiny models of their families", () => {
+  it.each([
+    ['gemma-7b-it.yaml', 'gemma'],
+    ['mistral-7B-instruct.yaml', 'mistral'],
+    ['llama-2-13b-chat.yaml', 'llama'],
+  ])('%s with --model a tiny %s directory', async (config, family) => {
+    const out = join(await mkdtemp(join(tmpdir(), 'diffuse-families-')), family);
+    const { code, stdout, stderr } = await runCli(['train', `${configs}${config}`, '--model', `${dir}${family}`, '--out', out, '--iters', '1', '--threads', '1', '--json']);
+    expect(stderr).not.toContain('internal error');
+    expect(code).toBe(0);
+    const result = JSON.parse(stdout);
+    expect(result).toMatchObject({ stopped: 'completed', passes: 1 });
+    expect(result.steps).toBeGreaterThan(20);
+    expect(result.records.every((r: { loss: number }) => Number.isFinite(r.loss))).toBe(true);
+  });
 });

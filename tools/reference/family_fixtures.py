@@ -3,7 +3,7 @@ target log-probs: the fixtures of test/model/families.test.ts.
 
     <pyenv>/bin/python tools/reference/family_fixtures.py --llama-cpp DIR [--out DIR] [--families ...]
 
-For each family (mistral, qwen3, gemma, gemma2, gemma3_text) this builds the model class from a
+For each family (llama, mistral, qwen3, gemma, gemma2, gemma3_text) this builds the model class from a
 tiny config (windows of 4 positions, shorter than every test sequence; head dims apart from
 hidden / heads where the family allows it), draws every parameter at random — norm weights too,
 around 0 for Gemma's (1 + w) norms and around 1 for the others, so a mix-up shows — and writes:
@@ -17,9 +17,11 @@ around 0 for Gemma's (1 + w) norms and around 1 for the others, so a mix-up show
                          gpt2-style token list with the pre-tokenizer named "default"), since the
                          converter identifies real tokenizers by hashing their output.
                          Mistral has none: llama.cpp converts it as 'llama', which has no window.
-  <out>/<family>.json    transformers' log-probs of a prompt and a trie of targets: each
-                         (prompt + target) run alone in float32 with eager attention, log-softmax
-                         in float64, summed in float64.
+  <out>/<family>.json    transformers' log-probs of a prompt and a trie of targets given as
+                         token ids, and of a reference task through the tokenizer and chat
+                         template (apply_chat_template; targets are the tokens of the whole chat
+                         after the generation prompt's): each (prompt + target) run alone in
+                         float32 with eager attention, log-softmax in float64, summed in float64.
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+LLAMA2_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}"
+    "{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}"
+    "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}"
+)
 MISTRAL_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
     "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
@@ -61,6 +73,9 @@ MISTRAL_TEMPLATE = (
 )
 
 FAMILIES = {
+    # Converted as 'llama' with LlamaModel.permute on Q and K, which the loader must undo.
+    "llama": dict(cls="LlamaForCausalLM", cfg="LlamaConfig", template=LLAMA2_TEMPLATE, gguf=True,
+                  config=dict(head_dim=8, tie_word_embeddings=False, rope_theta=500.0)),
     "mistral": dict(cls="MistralForCausalLM", cfg="MistralConfig", template=MISTRAL_TEMPLATE, gguf=False,
                     config=dict(head_dim=8, sliding_window=4, tie_word_embeddings=False, rope_theta=100.0)),
     "qwen3": dict(cls="Qwen3ForCausalLM", cfg="Qwen3Config", template=CHATML_TEMPLATE, gguf=True,
@@ -131,6 +146,24 @@ def target_logprobs(model, prompt: list[int], target: list[int]) -> list[float]:
     return logp[torch.arange(len(target)), torch.tensor(target)].tolist()
 
 
+def chat_fixture(model, tokenizer, task: Path) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from reference_stack import chat_ids
+
+    data = json.loads(task.read_text())
+    user = [{"content": data["request"], "role": "user"}]
+    prompt = chat_ids(tokenizer, user, add_generation_prompt=True)
+    targets = []
+    for target in data["targets"]:
+        full = chat_ids(tokenizer, user + [{"content": data["response"][0] + target, "role": "assistant"}])
+        assert full[: len(prompt)] == prompt
+        ids = full[len(prompt) :]
+        lps = target_logprobs(model, prompt, ids)
+        targets.append({"target": target, "token_ids": ids, "logprob": math.fsum(lps)})
+    return {"file": str(task.relative_to(REPO_ROOT / "data" / "tasks" / "reference" / "prompts")), "prompt_token_ids": prompt,
+            "targets": targets}
+
+
 def convert_to_gguf(llama_cpp: Path, hf_dir: Path, out: Path) -> None:
     sys.path.insert(0, str(llama_cpp / "gguf-py"))
     sys.path.insert(0, str(llama_cpp))
@@ -180,12 +213,16 @@ def main() -> None:
         for t in TARGETS:
             lps = target_logprobs(model, PROMPT, t)
             targets.append({"token_ids": t, "token_logprobs": lps, "logprob": math.fsum(lps)})
+        from transformers import AutoTokenizer
+
+        chat = chat_fixture(model, AutoTokenizer.from_pretrained(hf_dir), REPO_ROOT / "data" / "tasks" / "reference" / "prompts" / "numbers" / "rng-0.json")
         fixture = {
             "family": family,
             "made_by": {"transformers": transformers.__version__, "torch": torch.__version__,
                         "script": "tools/reference/family_fixtures.py"},
             "prompt_token_ids": PROMPT,
             "targets": targets,
+            "chat": chat,
             "gguf": f"{family}.gguf" if spec["gguf"] else None,
         }
         (args.out / f"{family}.json").write_text(json.dumps(fixture, indent=1) + "\n")
