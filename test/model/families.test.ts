@@ -24,7 +24,7 @@ interface Fixture {
   family: string;
   prompt_token_ids: number[];
   targets: { token_ids: number[]; token_logprobs: number[]; logprob: number }[];
-  chat: { file: string; prompt_token_ids: number[]; targets: { target: string; token_ids: number[]; logprob: number }[] };
+  chat: { file: string; prompt_token_ids: number[]; targets: { target: string; token_ids: number[]; logprob: number }[]; lora_logprobs: number[] };
   gguf: string | null;
 }
 
@@ -77,7 +77,7 @@ describe.each(families)('the %s family against transformers', (family) => {
       expect(worst).toBeLessThanOrEqual(1e-4);
     });
 
-  it("tokenizes a reference task through the family's chat template as transformers does, with the same target log-probs", async () => {
+  it("tokenizes a reference task through the family's chat template as transformers does, with the same target log-probs, also under PEFT's adapter", async () => {
     const model = await loadModel(`${dir}${family}`, { device: 'cpu', threads: 1, progress: new Progress({ mode: 'silent' }) });
     try {
       const request = JSON.parse(await readFile(`${prompts}${fixture.chat.file}`, 'utf8'));
@@ -91,6 +91,14 @@ describe.each(families)('the %s family against transformers', (family) => {
         worst = Math.max(worst, Math.abs(t.logprob - ref.logprob));
       }
       expect(worst).toBeLessThanOrEqual(1e-4);
+
+      // PEFT's own adapter for the family (every linear layer, PEFT's module names) loads here.
+      const adapter = await model.loadAdapter(`${dir}${family}-lora`);
+      const tuned = new Map((await model.targetLogProbs(request, { adapter })).targets.map((t) => [t.target, t.logprob]));
+      const worstTuned = Math.max(...fixture.chat.targets.map((ref, i) => Math.abs(tuned.get(ref.target)! - fixture.chat.lora_logprobs[i])));
+      expect(worstTuned).toBeLessThanOrEqual(1e-4);
+      expect(Math.max(...fixture.chat.targets.map((ref, i) => Math.abs(ref.logprob - fixture.chat.lora_logprobs[i])))).toBeGreaterThan(1e-2);
+      adapter.dispose();
     } finally {
       model.dispose();
     }

@@ -22,6 +22,9 @@ around 0 for Gemma's (1 + w) norms and around 1 for the others, so a mix-up show
                          template (apply_chat_template; targets are the tokens of the whole chat
                          after the generation prompt's): each (prompt + target) run alone in
                          float32 with eager attention, log-softmax in float64, summed in float64.
+  <out>/<family>-lora/   a PEFT LoRA adapter (r 2, alpha 4, on every linear layer under PEFT's
+                         module names, A and B random), with the task's log-probs under it in
+                         <family>.json ("chat.lora_logprobs").
 """
 
 from __future__ import annotations
@@ -164,6 +167,26 @@ def chat_fixture(model, tokenizer, task: Path) -> dict:
             "targets": targets}
 
 
+def peft_adapter(model, out: Path, seed: int):
+    """A PEFT LoRA on every linear layer with random A and B (B is zero at PEFT's init, which
+    would test nothing), saved in float32; returns the wrapped model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    peft_model = get_peft_model(model, config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    peft_model.eval()
+    peft_model.save_pretrained(out, safe_serialization=True)
+    (out / "README.md").unlink(missing_ok=True)  # PEFT's model-card template
+    return peft_model
+
+
 def convert_to_gguf(llama_cpp: Path, hf_dir: Path, out: Path) -> None:
     sys.path.insert(0, str(llama_cpp / "gguf-py"))
     sys.path.insert(0, str(llama_cpp))
@@ -215,7 +238,13 @@ def main() -> None:
             targets.append({"token_ids": t, "token_logprobs": lps, "logprob": math.fsum(lps)})
         from transformers import AutoTokenizer
 
-        chat = chat_fixture(model, AutoTokenizer.from_pretrained(hf_dir), REPO_ROOT / "data" / "tasks" / "reference" / "prompts" / "numbers" / "rng-0.json")
+        task = REPO_ROOT / "data" / "tasks" / "reference" / "prompts" / "numbers" / "rng-0.json"
+        tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+        chat = chat_fixture(model, tokenizer, task)
+        if spec["gguf"]:
+            convert_to_gguf(args.llama_cpp, hf_dir, args.out / f"{family}.gguf")
+        tuned = peft_adapter(model, args.out / f"{family}-lora", seed=2000 + list(FAMILIES).index(family))
+        chat["lora_logprobs"] = [t["logprob"] for t in chat_fixture(tuned, tokenizer, task)["targets"]]
         fixture = {
             "family": family,
             "made_by": {"transformers": transformers.__version__, "torch": torch.__version__,
@@ -226,8 +255,6 @@ def main() -> None:
             "gguf": f"{family}.gguf" if spec["gguf"] else None,
         }
         (args.out / f"{family}.json").write_text(json.dumps(fixture, indent=1) + "\n")
-        if spec["gguf"]:
-            convert_to_gguf(args.llama_cpp, hf_dir, args.out / f"{family}.gguf")
         print(family, "vocab", vocab, "logprobs", [round(t["logprob"], 3) for t in targets])
 
 
