@@ -49,6 +49,11 @@ export interface EngineConfig {
   layerTypes?: ('full_attention' | 'sliding_attention')[];
   /** RoPE base of the windowed layers (Gemma 3's local base), unscaled; absent: ropeTheta. */
   localRopeTheta?: number;
+  /**
+   * The checkpoint fuses q/k/v (qkv_proj) and gate/up (gate_up_proj), as Phi-3 does: the
+   * loader splits them; LoRA on the fused layers is not supported yet, so adapters are refused.
+   */
+  fusedProjections?: boolean;
 }
 
 /** Where one weight tensor comes from, under its Hugging Face name. */

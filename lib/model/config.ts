@@ -4,7 +4,9 @@
  * sliding window), qwen2 (q/k/v biases, optional window layers), qwen3 (q/k norms), gemma
  * (GeGLU, √d embeddings, (1 + w) norms), gemma2 (soft-caps, alternating window layers,
  * sandwich norms, query_pre_attn_scalar) and gemma3_text (q/k norms, layer_types, local and
- * global RoPE bases). Each is a set of EngineConfig switches over the one Llama graph.
+ * global RoPE bases) and phi3 (fused qkv_proj / gate_up_proj, split at load; its window; its
+ * longrope/su scaling and partial rotary dims are refused). Each is a set of EngineConfig
+ * switches over the one Llama graph.
  *
  * Every key transformers' config class for the model type reads is either honoured exactly or,
  * when it asks for something the engine cannot do (a RoPE scaling it lacks, biases it has no
@@ -16,7 +18,7 @@ import { ModelFormatError, UnsupportedError } from '../errors.js';
 import { describeValue, metaArray, metaString, type GgufFile, type GgufValue } from '../formats/gguf.js';
 import type { EngineConfig } from '../native.js';
 
-export type Architecture = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma' | 'gemma2' | 'gemma3_text';
+export type Architecture = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma' | 'gemma2' | 'gemma3_text' | 'phi3';
 type RopeScaling = NonNullable<EngineConfig['ropeScaling']>;
 
 /** Each size must be below this (16.7 M), which keeps every product of two sizes exact in a double. */
@@ -43,6 +45,7 @@ const hfDefaults: Record<Architecture, HfDefaults> = {
   gemma: { vocab: 256000, hidden: 3072, intermediate: 24576, layers: 28, heads: 16, kvHeads: 16, eps: 1e-6, headDim: 256, tied: true },
   gemma2: { vocab: 256000, hidden: 2304, intermediate: 9216, layers: 26, heads: 8, kvHeads: 4, eps: 1e-6, headDim: 256, tied: true, slidingWindow: 4096 },
   gemma3_text: { vocab: 262208, hidden: 2304, intermediate: 9216, layers: 26, heads: 8, kvHeads: 4, eps: 1e-6, headDim: 256, tied: true, slidingWindow: 4096 },
+  phi3: { vocab: 32064, hidden: 3072, intermediate: 8192, layers: 32, heads: 32, kvHeads: null, eps: 1e-5 },
 };
 const families = Object.keys(hfDefaults).join(', ');
 
@@ -237,6 +240,11 @@ export function engineConfigFromHf(json: unknown, file: string): EngineConfig {
   r.refuse('use_bidirectional_attention', (v) => v === false, 'the engine runs causal decoders only');
   for (const key of ['num_experts', 'num_local_experts', 'n_routed_experts', 'moe_intermediate_size'])
     r.refuse(key, (v) => v === 0, 'mixture-of-experts layers are not supported');
+  for (const key of ['resid_pdrop', 'embd_pdrop']) r.refuse(key, (v) => v === 0, 'the engine has no dropout (transformers applies it while training)');
+  r.refuse('partial_rotary_factor', (v) => v === 1, 'the engine rotates whole heads');
+  const ropeParams = r.object('rope_parameters');
+  if (ropeParams && ropeParams.partial_rotary_factor !== undefined && ropeParams.partial_rotary_factor !== 1)
+    throw new UnsupportedError(`${file}: rope_parameters.partial_rotary_factor ${JSON.stringify(ropeParams.partial_rotary_factor)} is not supported; the engine rotates whole heads`);
 
   // The MLP's activation: SiLU (SwiGLU) or tanh-GELU (GeGLU).
   const actKey = arch === 'gemma2' || arch === 'gemma3_text' ? 'hidden_activation' : 'hidden_act';
@@ -300,6 +308,8 @@ export function engineConfigFromHf(json: unknown, file: string): EngineConfig {
     layerTypes ??= Array.from({ length: numLayers }, (_, i) => (slidingWindow > 0 && i >= firstWindowed ? 'sliding_attention' : 'full_attention'));
     if (slidingWindow === 0 && layerTypes.includes('sliding_attention'))
       throw new UnsupportedError(`${file}: layer_types has sliding_attention layers but use_sliding_window is false (no window); transformers cannot run this either`);
+  } else if (arch === 'phi3') {
+    slidingWindow = window();
   } else if (arch === 'gemma2' || arch === 'gemma3_text') {
     slidingWindow = window();
     const period = arch === 'gemma2' ? 2 : r.int('sliding_window_pattern', 6);
@@ -346,6 +356,7 @@ export function engineConfigFromHf(json: unknown, file: string): EngineConfig {
     else if (finalCap) config.finalLogitSoftcap = finalCap;
   }
   if (arch === 'qwen3' || arch === 'gemma3_text') config.qkNorm = true;
+  if (arch === 'phi3') config.fusedProjections = true;
   if (slidingWindow > 0) {
     config.slidingWindow = slidingWindow;
     if (layerTypes) config.layerTypes = layerTypes;
@@ -369,6 +380,8 @@ const ggufArchitectures: Record<string, { arch: Architecture; permutedQk: boolea
   gemma: { arch: 'gemma', permutedQk: false },
   gemma2: { arch: 'gemma2', permutedQk: false },
   gemma3: { arch: 'gemma3_text', permutedQk: false },
+  // Phi-3 keeps q/k/v fused (attn_qkv) and gate/up fused (ffn_up, gate rows first).
+  phi3: { arch: 'phi3', permutedQk: false },
 };
 
 export function ggufArchitecture(gguf: GgufFile): { name: string; arch: Architecture; permutedQk: boolean } {
@@ -596,6 +609,14 @@ function ggufFamilySwitches(gguf: GgufFile, r: GgufReader, name: string, arch: A
     if (gguf.metadata.has(`${name}.attention.sliding_window_pattern`)) out.layerTypes = pattern(0);
   }
   if (arch === 'qwen3' || arch === 'gemma3_text') out.qkNorm = true;
+  if (arch === 'phi3') {
+    out.fusedProjections = true;
+    const longrope = gguf.tensors.find((t) => t.name === 'rope_factors_long.weight' || t.name === 'rope_factors_short.weight');
+    if (longrope) throw new UnsupportedError(`${gguf.path}: has ${longrope.name} (Phi-3's longrope scaling); the engine supports none, linear and llama3 RoPE scaling`);
+  }
+  const attnFactor = num('rope.scaling.attn_factor');
+  if (attnFactor !== undefined && attnFactor !== 1)
+    throw new UnsupportedError(`${gguf.path}: ${name}.rope.scaling.attn_factor ${attnFactor} is not supported; the engine does not scale RoPE's cos/sin`);
   if (out.layerTypes && !out.layerTypes.includes('sliding_attention')) {
     delete out.slidingWindow;
     delete out.layerTypes;

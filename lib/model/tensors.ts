@@ -15,9 +15,9 @@ import { stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 import { ModelFormatError, NotFoundError, UnsupportedError } from '../errors.js';
-import { readGguf, supportedTensorTypes, type GgufFile, type GgufTensorInfo } from '../formats/gguf.js';
+import { ggmlTypes, readGguf, supportedTensorTypes, type GgufFile, type GgufTensorInfo } from '../formats/gguf.js';
 import { readHfDirectory, type HfDirectory } from '../formats/hf-directory.js';
-import { safetensorsLoadableDtypes } from '../formats/safetensors.js';
+import { safetensorsDtypeBytes, safetensorsLoadableDtypes } from '../formats/safetensors.js';
 import type { EngineConfig, TensorSource } from '../native.js';
 import { engineConfigFromGguf, engineConfigFromHf, ggufArchitecture } from './config.js';
 
@@ -116,6 +116,21 @@ export function hfTensorName(ggufName: string, sandwichNorms = false): string | 
   return hf ? `model.layers.${m[1]}.${hf}.${m[3]}` : undefined;
 }
 
+/**
+ * Where a split projection lives in a fused checkpoint (Phi-3): q/k/v are row blocks of
+ * self_attn.qkv_proj ([q; k; v]), gate/up of mlp.gate_up_proj ([gate; up]). Undefined for
+ * the other tensors.
+ */
+function fusedPart(config: EngineConfig, name: string): { hf: string; gguf: string; shape: number[]; row: number } | undefined {
+  const m = /^model\.layers\.(\d+)\.(self_attn|mlp)\.(q|k|v|gate|up)_proj\.weight$/.exec(name);
+  if (!config.fusedProjections || !m) return undefined;
+  const d = config.hiddenSize, q = config.numHeads * config.headDim, kv = config.numKvHeads * config.headDim, I = config.intermediateSize;
+  const row = { q: 0, k: q, v: q + kv, gate: 0, up: I }[m[3]]!;
+  return m[2] === 'self_attn'
+    ? { hf: `model.layers.${m[1]}.self_attn.qkv_proj.weight`, gguf: `blk.${m[1]}.attn_qkv.weight`, shape: [q + 2 * kv, d], row }
+    : { hf: `model.layers.${m[1]}.mlp.gate_up_proj.weight`, gguf: `blk.${m[1]}.ffn_up.weight`, shape: [2 * I, d], row };
+}
+
 function shapeText(shape: number[]): string {
   return `[${shape.join(', ')}]`;
 }
@@ -129,17 +144,21 @@ export function tensorSourcesFromGguf(gguf: GgufFile, config: EngineConfig): Ten
   const { permutedQk } = ggufArchitecture(gguf);
   const byName = new Map<string, GgufTensorInfo>(gguf.tensors.map((t) => [t.name, t]));
   return expectedTensors(config).map((e) => {
-    const gName = ggufTensorName(e.name, config.sandwichNorms)!;
+    const fused = fusedPart(config, e.name);
+    const gName = fused ? fused.gguf : ggufTensorName(e.name, config.sandwichNorms)!;
     const t = byName.get(gName);
-    if (!t) throw new ModelFormatError(gguf.path, `tensor '${gName}'`, `is missing; the model config calls for it (as ${e.name} ${shapeText(e.shape)})`);
+    if (!t) throw new ModelFormatError(gguf.path, `tensor '${gName}'`, `is missing; the model config calls for it (as ${fused ? fused.hf : e.name} ${shapeText(fused?.shape ?? e.shape)})`);
     const shape = t.dims.slice().reverse();
-    if (!sameShape(shape, e.shape))
-      throw new ModelFormatError(gguf.path, `tensor '${gName}'`, `has shape ${shapeText(shape)} (GGUF dims ${shapeText(t.dims)}) but the config needs ${shapeText(e.shape)}`);
+    if (!sameShape(shape, fused?.shape ?? e.shape))
+      throw new ModelFormatError(gguf.path, `tensor '${gName}'`, `has shape ${shapeText(shape)} (GGUF dims ${shapeText(t.dims)}) but the config needs ${shapeText(fused?.shape ?? e.shape)}`);
     if (!supportedTensorTypes.has(t.type))
       throw new UnsupportedError(
         `${gguf.path}: tensor '${gName}' is stored as ${t.type}, which the engine cannot widen (it reads ${[...supportedTensorTypes].join(', ')}); use a GGUF quantised to one of those`,
       );
-    const source: TensorSource = { name: e.name, shape, file: gguf.path, offset: t.offset, dtype: t.type };
+    // A row block of a fused tensor starts whole rows in: rows of whole blocks in every type.
+    const info = Object.values(ggmlTypes).find((g) => g.name === t.type)!;
+    const offset = t.offset + (fused ? (fused.row * (e.shape[1] / info.blockValues) * info.blockBytes) : 0);
+    const source: TensorSource = { name: e.name, shape: e.shape.slice(), file: gguf.path, offset, dtype: t.type };
     if (permutedQk && e.ropeHeads) source.unpermuteHeads = e.ropeHeads;
     return source;
   });
@@ -148,16 +167,19 @@ export function tensorSourcesFromGguf(gguf: GgufFile, config: EngineConfig): Ten
 /** TensorSources for a Hugging Face directory whose config came from engineConfigFromHf. */
 export function tensorSourcesFromHf(dir: HfDirectory, config: EngineConfig): TensorSource[] {
   return expectedTensors(config).map((e) => {
-    const t = dir.tensors.get(e.name);
+    const fused = fusedPart(config, e.name);
+    const name = fused ? fused.hf : e.name;
+    const t = dir.tensors.get(name);
     if (!t) {
-      const hint = e.name === 'lm_head.weight' ? ' (config.json says tie_word_embeddings is false, so the model needs its own LM head)' : '';
-      throw new ModelFormatError(dir.weightFiles.length === 1 ? dir.weightFiles[0] : dir.dir, `tensor '${e.name}'`, `is missing from the weights${hint}`);
+      const hint = name === 'lm_head.weight' ? ' (config.json says tie_word_embeddings is false, so the model needs its own LM head)' : '';
+      throw new ModelFormatError(dir.weightFiles.length === 1 ? dir.weightFiles[0] : dir.dir, `tensor '${name}'`, `is missing from the weights${hint}`);
     }
-    if (!sameShape(t.shape, e.shape))
-      throw new ModelFormatError(t.file, `tensor '${e.name}'`, `has shape ${shapeText(t.shape)} but ${dir.configPath} calls for ${shapeText(e.shape)}`);
+    if (!sameShape(t.shape, fused?.shape ?? e.shape))
+      throw new ModelFormatError(t.file, `tensor '${name}'`, `has shape ${shapeText(t.shape)} but ${dir.configPath} calls for ${shapeText(fused?.shape ?? e.shape)}`);
     if (!safetensorsLoadableDtypes.has(t.dtype))
-      throw new UnsupportedError(`${t.file}: tensor '${e.name}' has dtype ${t.dtype}, which the engine cannot load (it reads F32, F16 and BF16); save the model in one of those`);
-    return { name: e.name, shape: t.shape.slice(), file: t.file, offset: t.offset, dtype: t.dtype };
+      throw new UnsupportedError(`${t.file}: tensor '${name}' has dtype ${t.dtype}, which the engine cannot load (it reads F32, F16 and BF16); save the model in one of those`);
+    const offset = t.offset + (fused ? fused.row * e.shape[1] * safetensorsDtypeBytes[t.dtype] : 0);
+    return { name: e.name, shape: e.shape.slice(), file: t.file, offset, dtype: t.dtype };
   });
 }
 

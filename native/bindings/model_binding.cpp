@@ -57,6 +57,7 @@ ModelConfig parse_config(Napi::Env env, const Napi::Value& value) {
   c.sandwich_norms = o.Get("sandwichNorms").ToBoolean();
   if (!o.Get("slidingWindow").IsUndefined()) c.sliding_window = int_field(o, "slidingWindow");
   c.local_rope_theta = number_or(o, "localRopeTheta", 0);
+  c.fused_projections = o.Get("fusedProjections").ToBoolean();
   Napi::Value types = o.Get("layerTypes");
   if (!types.IsUndefined()) {
     if (!types.IsArray()) throw_invalid(env, "model config: 'layerTypes' must be an array");

@@ -11,6 +11,10 @@ Adapter::Adapter(Backend& backend, const ModelConfig& c, const AdapterOptions& o
     : backend_(backend), rank_(o.rank), alpha_(o.alpha) {
   require(o.rank > 0 && o.rank <= 4096, "adapter rank must be between 1 and 4096");
   require(std::isfinite(o.alpha) && o.alpha > 0, "adapter alpha must be a positive number");
+  if (c.fused_projections)
+    throw Error(ErrorCode::UNSUPPORTED,
+                "adapter: this model fuses q/k/v (qkv_proj) and gate/up (gate_up_proj), as Phi-3 does; LoRA on fused "
+                "projections is not supported yet (log-probabilities and sampling are)");
   std::vector<int> modules = o.modules;
   if (modules.empty())
     for (int m = 0; m < kModules; ++m) modules.push_back(m);

@@ -46,6 +46,7 @@ struct ModelConfig {
   int64_t sliding_window = 0;   // a windowed layer's query at position i sees keys at i - w < j <= i
   std::vector<uint8_t> sliding_layers;  // [layers] 1 = windowed; empty = all (when a window is set)
   double local_rope_theta = 0;  // RoPE base of windowed layers (Gemma 3); 0 means rope_theta
+  bool fused_projections = false;  // the checkpoint fuses q/k/v and gate/up (Phi-3); no LoRA yet
 
   bool layer_sliding(int64_t layer) const {
     return sliding_window > 0 && (sliding_layers.empty() || sliding_layers[layer] != 0);

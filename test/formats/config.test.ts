@@ -73,6 +73,12 @@ const gemma3_1bEngine: EngineConfig = {
   ropeScaling: none, tieWordEmbeddings: true, attentionBias: false, ...gemmaSwitches, embeddingScale: Math.fround(Math.sqrt(1152)), sandwichNorms: true,
   attentionScale: 1 / 16, qkNorm: true, slidingWindow: 512, layerTypes: alternate(26, 6), localRopeTheta: 10000,
 };
+const phi3mini = {
+  architectures: ['Phi3ForCausalLM'], attention_bias: false, attention_dropout: 0.0, bos_token_id: 1, embd_pdrop: 0.0, eos_token_id: 32000, hidden_act: 'silu',
+  hidden_size: 3072, initializer_range: 0.02, intermediate_size: 8192, max_position_embeddings: 4096, model_type: 'phi3', num_attention_heads: 32,
+  num_hidden_layers: 32, num_key_value_heads: 32, original_max_position_embeddings: 4096, pad_token_id: 32000, resid_pdrop: 0.0, rms_norm_eps: 1e-5,
+  rope_scaling: null, rope_theta: 10000.0, sliding_window: 2047, tie_word_embeddings: false, torch_dtype: 'bfloat16', use_cache: true, vocab_size: 32064,
+};
 const qwen3 = {
   architectures: ['Qwen3ForCausalLM'], attention_bias: false, attention_dropout: 0.0, bos_token_id: 151643, eos_token_id: 151645, head_dim: 128, hidden_act: 'silu',
   hidden_size: 1024, initializer_range: 0.02, intermediate_size: 3072, max_position_embeddings: 40960, max_window_layers: 28, model_type: 'qwen3',
@@ -91,6 +97,7 @@ describe('engineConfigFromHf', () => {
     ['Gemma-7B-it', gemma7b, { ...gemma7bEngine }],
     ['Gemma-2-9B-it', gemma2_9b, { ...gemma2_9bEngine }],
     ['Gemma-3-1B-it', gemma3_1b, { ...gemma3_1bEngine }],
+    ['Phi-3-mini-4k-instruct (fused projections, a window of 2047)', phi3mini, { hiddenSize: 3072, intermediateSize: 8192, numLayers: 32, numHeads: 32, numKvHeads: 32, headDim: 96, vocabSize: 32064, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: none, tieWordEmbeddings: false, attentionBias: false, fusedProjections: true, slidingWindow: 2047 }],
     ['Qwen3-0.6B', qwen3, { hiddenSize: 1024, intermediateSize: 3072, numLayers: 28, numHeads: 16, numKvHeads: 8, headDim: 128, vocabSize: 151936, rmsNormEps: 1e-6, ropeTheta: 1e6, ropeScaling: none, tieWordEmbeddings: true, attentionBias: false, qkNorm: true }],
   ])('%s', (_, json, expected) => {
     expect(engineConfigFromHf(json, 'config.json')).toEqual(expected);
@@ -132,7 +139,11 @@ describe('engineConfigFromHf', () => {
 
   it('refuses what the engine cannot run, naming it', () => {
     const unsupported: [object, RegExp][] = [
-      [{ ...smollm2, model_type: 'phi3' }, /model_type 'phi3' is not supported/],
+      [{ ...smollm2, model_type: 'phimoe' }, /model_type 'phimoe' is not supported/],
+      [{ ...phi3mini, rope_scaling: { type: 'longrope', short_factor: [1], long_factor: [1], original_max_position_embeddings: 4096 } }, /RoPE scaling 'longrope'/],
+      [{ ...phi3mini, rope_scaling: { type: 'su', short_factor: [1], long_factor: [1] } }, /RoPE scaling 'su'/],
+      [{ ...phi3mini, partial_rotary_factor: 0.75 }, /partial_rotary_factor 0.75 is not supported/],
+      [{ ...phi3mini, resid_pdrop: 0.1 }, /resid_pdrop 0.1 is not supported; the engine has no dropout/],
       [{ ...smollm2, model_type: 'gemma3' }, /model_type 'gemma3' is not supported \(a Gemma 3 checkpoint with vision/],
       [{ ...smollm2, rope_scaling: { rope_type: 'longrope', short_factor: [1], long_factor: [1] } }, /RoPE scaling 'longrope'/],
       [{ ...smollm2, attention_dropout: 0.1 }, /attention_dropout 0.1 is not supported; the engine has no dropout/],
@@ -277,7 +288,8 @@ describe('engineConfigFromGguf', () => {
   it('refuses architectures and features the engine does not have', async () => {
     const model = makeTinyModel();
     const cases: [GgufModelOptions['metadata'], RegExp][] = [
-      [{ 'general.architecture': 'phi3' }, /GGUF architecture 'phi3' is not supported/],
+      [{ 'general.architecture': 'phi2' }, /GGUF architecture 'phi2' is not supported/],
+      [{ 'llama.rope.scaling.attn_factor': 1.19 }, /attn_factor 1.19.* is not supported/],
       [{ 'llama.expert_count': 8 }, /llama.expert_count is the number 8; mixture-of-experts/],
       [{ 'llama.rope.scaling.type': 'yarn' }, /RoPE scaling 'yarn'/],
       [{ 'llama.rope.dimension_count': 4 }, /rotates only part of each 8-wide head/],

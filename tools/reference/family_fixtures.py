@@ -3,7 +3,7 @@ target log-probs: the fixtures of test/model/families.test.ts.
 
     <pyenv>/bin/python tools/reference/family_fixtures.py --llama-cpp DIR [--out DIR] [--families ...]
 
-For each family (llama, mistral, qwen3, gemma, gemma2, gemma3_text) this builds the model class from a
+For each family (llama, mistral, qwen3, gemma, gemma2, gemma3_text, phi3) this builds the model class from a
 tiny config (windows of 4 positions, shorter than every test sequence; head dims apart from
 hidden / heads where the family allows it), draws every parameter at random — norm weights too,
 around 0 for Gemma's (1 + w) norms and around 1 for the others, so a mix-up shows — and writes:
@@ -24,7 +24,8 @@ around 0 for Gemma's (1 + w) norms and around 1 for the others, so a mix-up show
                          float32 with eager attention, log-softmax in float64, summed in float64.
   <out>/<family>-lora/   a PEFT LoRA adapter (r 2, alpha 4, on every linear layer under PEFT's
                          module names, A and B random), with the task's log-probs under it in
-                         <family>.json ("chat.lora_logprobs").
+                         <family>.json ("chat.lora_logprobs"). Not for phi3, whose fused
+                         qkv_proj / gate_up_proj diffuse cannot adapt yet.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ LLAMA2_TEMPLATE = (
     "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
     "{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}"
 )
+PHI3_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
 MISTRAL_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
     "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
@@ -96,9 +103,14 @@ FAMILIES = {
                                     tie_word_embeddings=True,
                                     rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0},
                                                      "sliding_attention": {"rope_type": "default", "rope_theta": 10.0}})),
+    # Fused qkv_proj and gate_up_proj, kept fused by the converter (attn_qkv, ffn_up); a window.
+    "phi3": dict(cls="Phi3ForCausalLM", cfg="Phi3Config", template=PHI3_TEMPLATE, gguf=True, lora=False,
+                 config=dict(sliding_window=4, tie_word_embeddings=False, rope_theta=10000.0, resid_pdrop=0.0, embd_pdrop=0.0,
+                             original_max_position_embeddings=64)),
 }
 
-SPECIALS = ["<pad>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<|im_start|>", "<|im_end|>"]
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<|im_start|>", "<|im_end|>", "<|system|>", "<|user|>",
+            "<|assistant|>", "<|end|>"]
 
 
 def byte_level_tokenizer(out: Path, template: str) -> int:
@@ -243,8 +255,9 @@ def main() -> None:
         chat = chat_fixture(model, tokenizer, task)
         if spec["gguf"]:
             convert_to_gguf(args.llama_cpp, hf_dir, args.out / f"{family}.gguf")
-        tuned = peft_adapter(model, args.out / f"{family}-lora", seed=2000 + list(FAMILIES).index(family))
-        chat["lora_logprobs"] = [t["logprob"] for t in chat_fixture(tuned, tokenizer, task)["targets"]]
+        if spec.get("lora", True):
+            tuned = peft_adapter(model, args.out / f"{family}-lora", seed=2000 + list(FAMILIES).index(family))
+            chat["lora_logprobs"] = [t["logprob"] for t in chat_fixture(tuned, tokenizer, task)["targets"]]
         fixture = {
             "family": family,
             "made_by": {"transformers": transformers.__version__, "torch": torch.__version__,
