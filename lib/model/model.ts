@@ -143,13 +143,16 @@ export class Model {
   }
 
   /** The exact distribution the model (with an adapter, if given) puts on each target. */
-  async targetLogProbs(request: TargetRequest, options: { adapter?: Adapter } = {}): Promise<TargetDistribution> {
+  async targetLogProbs(request: TargetRequest, options: { adapter?: Adapter; chatTemplateKwargs?: Record<string, unknown> } = {}): Promise<TargetDistribution> {
     return (await this.targetDistributions([request], options))[0];
   }
 
   /** targetLogProbs for several prompts in one engine call (one trie segment each). */
-  async targetDistributions(requests: TargetRequest[], options: { adapter?: Adapter; warn?: (message: string) => void } = {}): Promise<TargetDistribution[]> {
-    const prompts = this.prepare(requests, { warn: options.warn });
+  async targetDistributions(
+    requests: TargetRequest[],
+    options: { adapter?: Adapter; warn?: (message: string) => void; chatTemplateKwargs?: Record<string, unknown> } = {},
+  ): Promise<TargetDistribution[]> {
+    const prompts = this.prepare(requests, { warn: options.warn, chatTemplateKwargs: options.chatTemplateKwargs });
     const tries = prompts.map((p) => buildTrieBatch([p]));
     const all = buildTrieBatch(prompts);
     const { edgeLogProbs } = await nativeCall(() => this.live().forward(all.batch, this.adapterFor(options.adapter)));
