@@ -26,6 +26,8 @@ interface Fixture {
   targets: { token_ids: number[]; token_logprobs: number[]; logprob: number }[];
   chat: { file: string; prompt_token_ids: number[]; targets: { target: string; token_ids: number[]; logprob: number }[]; lora_logprobs?: number[] };
   gguf: string | null;
+  /** The same model in bfloat16, sharded, with transformers' log-probs of those weights. */
+  bf16_sharded?: { dir: string; logprobs: number[] };
 }
 
 const dir = new URL('../fixtures/families/', import.meta.url).pathname;
@@ -45,13 +47,13 @@ function prompt(f: Fixture): PreparedPrompt {
   };
 }
 
-async function worstDifference(path: string, f: Fixture): Promise<{ worst: number; config: Record<string, unknown> }> {
+async function worstDifference(path: string, f: Fixture, reference = f.targets.map((t) => t.logprob)): Promise<{ worst: number; config: Record<string, unknown> }> {
   const spec = await loadModelSpec(path);
   const model: NativeModel = await native().createModel({ config: spec.config, tensors: spec.tensors, device: 'cpu', threads: 1 });
   try {
     const trie = buildTrieBatch([prompt(f)]);
     const ours = sequenceLogProbs(trie, (await model.forward(trie.batch)).edgeLogProbs)[0];
-    const worst = Math.max(...f.targets.map((t, i) => Math.abs(ours[i] - t.logprob)));
+    const worst = Math.max(...reference.map((lp, i) => Math.abs(ours[i] - lp)));
     return { worst, config: spec.config as unknown as Record<string, unknown> };
   } finally {
     model.dispose();
@@ -74,6 +76,12 @@ describe.each(families)('the %s family against transformers', (family) => {
     it("gives the same from llama.cpp's GGUF conversion", async () => {
       const { worst } = await worstDifference(`${dir}${fixture.gguf}`, fixture);
       expect({ family, format: 'gguf', worst }).toEqual({ family, format: 'gguf', worst: expect.any(Number) });
+      expect(worst).toBeLessThanOrEqual(1e-4);
+    });
+
+  if (family === 'gemma2' || family === 'qwen3')
+    it('gives the same from a bfloat16 copy sharded over several safetensors files', async () => {
+      const { worst } = await worstDifference(`${dir}${fixture.bf16_sharded!.dir}`, fixture, fixture.bf16_sharded!.logprobs);
       expect(worst).toBeLessThanOrEqual(1e-4);
     });
 

@@ -26,6 +26,9 @@ around 0 for Gemma's (1 + w) norms and around 1 for the others, so a mix-up show
                          module names, A and B random), with the task's log-probs under it in
                          <family>.json ("chat.lora_logprobs"). Not for phi3, whose fused
                          qkv_proj / gate_up_proj diffuse cannot adapt yet.
+  <out>/<family>-bf16/   for gemma2 and qwen3: the same model in bfloat16, sharded into several
+                         safetensors files (model.safetensors.index.json), with transformers'
+                         log-probs of the bfloat16 weights computed in float32 ("bf16_sharded").
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -267,6 +271,15 @@ def main() -> None:
             "chat": chat,
             "gguf": f"{family}.gguf" if spec["gguf"] else None,
         }
+        if family in ("gemma2", "qwen3"):
+            cls = getattr(transformers, spec["cls"])
+            bf16_dir = args.out / f"{family}-bf16"
+            shutil.rmtree(bf16_dir, ignore_errors=True)
+            cls.from_pretrained(hf_dir, dtype=torch.float32).to(torch.bfloat16).save_pretrained(bf16_dir, max_shard_size="20KB")
+            widened = cls.from_pretrained(bf16_dir, dtype=torch.float32, attn_implementation="eager").eval()
+            fixture["bf16_sharded"] = {"dir": f"{family}-bf16", "logprobs": [math.fsum(target_logprobs(widened, PROMPT, t)) for t in TARGETS]}
+            for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+                (bf16_dir / name).unlink(missing_ok=True)
         (args.out / f"{family}.json").write_text(json.dumps(fixture, indent=1) + "\n")
         print(family, "vocab", vocab, "logprobs", [round(t["logprob"], 3) for t in targets])
 
