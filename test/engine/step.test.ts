@@ -192,11 +192,47 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options, finiteDi
     await adapter.zeroGrad();
     model.setActivationBudget(0);
     const recomputed = await model.step(trie.batch, adapter, { kind: 'ce' });
-    model.setActivationBudget(4 * 2 ** 30);
+    model.setActivationBudget(null);
     expect(recomputed.recomputedLayers).toBe(tiny.config.numLayers);
     expect(recomputed.loss).toBe(kept.loss);
     for (const [name, g] of await grads(adapter)) expect(relErr(g, gKept.get(name)!)).toBeLessThan(1e-6);
     adapter.dispose();
+  });
+
+  it('sums the squares of every gradient tensor of the adapter for the norm', async () => {
+    const trie = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
+    const adapter = await model.createAdapter({ rank: 3, alpha: 6, targetModules: [], seed: 8 });
+    await randomiseB(adapter, 9);
+    await model.step(trie.batch, adapter, { kind: 'ce' });
+    let ref = 0;
+    let tensors = 0;
+    for (const g of (await grads(adapter)).values()) {
+      tensors += 1;
+      for (const x of g) ref += x * x;
+    }
+    expect(tensors).toBe(2 * 7 * tiny.config.numLayers);
+    expect(ref).toBeGreaterThan(0);
+    expect(Math.abs((await adapter.gradSumSquares()) - ref) / ref).toBeLessThan(1e-12);
+    adapter.dispose();
+  });
+
+  it('derives the default activation budget from the memory available, and keeps one that is set', () => {
+    const GiB = 2 ** 30;
+    const budget = native().defaultActivationBudget;
+    expect(budget(0)).toBe(0.5 * GiB);
+    expect(budget(2 * GiB)).toBe(0.5 * GiB);
+    expect(budget(10 * GiB)).toBe(4 * GiB);
+    // An H200 with a 13B model loaded: most of the rest, not a fixed 4 GiB.
+    expect(budget(113 * GiB)).toBe(55.5 * GiB);
+    for (let a = 0; a < 200 * GiB; a += 7.3 * GiB) expect(budget(a + GiB)).toBeGreaterThanOrEqual(budget(a));
+    expect(() => budget(-1)).toThrow(/non-negative/);
+    const available = model.activationBudget();
+    expect(available).toBeGreaterThanOrEqual(0.5 * GiB);
+    model.setActivationBudget(123456);
+    expect(model.activationBudget()).toBe(123456);
+    model.setActivationBudget(null);
+    expect(model.activationBudget()).toBeGreaterThanOrEqual(0.5 * GiB);
+    expect(() => model.setActivationBudget(-5)).toThrow(/non-negative/);
   });
 
   if (options.family)
