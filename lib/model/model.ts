@@ -161,7 +161,7 @@ export class Model {
   }
 
   createAdapter(options: AdapterOptions = {}): Promise<Adapter> {
-    const o = checkAdapterOptions(options);
+    const o = checkAdapterOptions(options, this.config.fusedProjections);
     return nativeCall(async () => new Adapter(await this.live().createAdapter(o), this, o.targetModules));
   }
 

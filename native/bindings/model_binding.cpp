@@ -256,7 +256,7 @@ Napi::Value ModelWrap::CreateAdapter(const Napi::CallbackInfo& info) {
       for (uint32_t i = 0; i < arr.Length(); ++i) {
         const std::string name = arr.Get(i).ToString();
         const int m = module_from_name(name);
-        if (m < 0) throw_invalid(env, "unknown LoRA target module '" + name + "' (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
+        if (m < 0) throw_invalid(env, "unknown LoRA target module '" + name + "' (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; qkv_proj, gate_up_proj for Phi-3)");
         opts.modules.push_back(m);
       }
     }

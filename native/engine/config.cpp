@@ -54,16 +54,16 @@ std::vector<float> ModelConfig::rope_inv_freq(bool local) const {
 }
 
 const char* module_name(int module) {
-  static const char* names[kModules] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  return module >= 0 && module < kModules ? names[module] : "?";
+  static const char* names[kAdapterModules] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj", "gate_up_proj"};
+  return module >= 0 && module < kAdapterModules ? names[module] : "?";
 }
 
 int module_from_name(const std::string& name) {
-  for (int m = 0; m < kModules; ++m)
+  for (int m = 0; m < kAdapterModules; ++m)
     if (name == module_name(m)) return m;
   return -1;
 }
 
-bool module_is_attention(int module) { return module <= O_PROJ; }
+bool module_is_attention(int module) { return module <= O_PROJ || module == QKV_PROJ; }
 
 }  // namespace diffuse

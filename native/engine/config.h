@@ -64,8 +64,10 @@ struct ModelConfig {
 
 // The adaptable linear layers of a block, in PEFT's names.
 enum Module : int { Q_PROJ = 0, K_PROJ, V_PROJ, O_PROJ, GATE_PROJ, UP_PROJ, DOWN_PROJ, kModules };
+// Adapter modules of a fused checkpoint (Phi-3): one LoRA over q/k/v, one over gate/up.
+constexpr int QKV_PROJ = kModules, GATE_UP_PROJ = kModules + 1, kAdapterModules = kModules + 2;
 const char* module_name(int module);
-int module_from_name(const std::string& name);  // -1 when unknown
+int module_from_name(const std::string& name);  // -1 when unknown (any of kAdapterModules)
 bool module_is_attention(int module);           // q/k/v/o live under self_attn, the rest under mlp
 
 }  // namespace diffuse

@@ -52,11 +52,26 @@ async function loraOf(adapter: NativeAdapter, config: EngineConfig): Promise<Ref
   const A = new Map<string, Float64Array>(), B = new Map<string, Float64Array>();
   for (const t of d.tensors) {
     const key = `layers.${t.layer}.${t.module}`;
-    (t.name.endsWith('lora_A') ? A : B).set(key, Float64Array.from(await adapter.getTensor(t.name)));
+    const values = Float64Array.from(await adapter.getTensor(t.name));
+    (t.name.endsWith('lora_A') ? A : B).set(key, values);
+    // A fused module (Phi-3) is one LoRA over its parts: A shared, B split by rows. The parts
+    // are views, so perturbing the fused matrices moves them all.
+    const parts = fusedParts(t.module, config);
+    for (const [part, row, rows] of parts)
+      if (t.name.endsWith('lora_A')) A.set(`layers.${t.layer}.${part}`, values);
+      else B.set(`layers.${t.layer}.${part}`, values.subarray(row * d.rank, (row + rows) * d.rank));
   }
-  void config;
   return { scale: d.alpha / d.rank, A, B };
 }
+
+/** The parts [module, first row, rows] of a fused LoRA module, or none. */
+function fusedParts(module: string, c: EngineConfig): [string, number, number][] {
+  const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim, I = c.intermediateSize;
+  if (module === 'qkv_proj') return [['q_proj', 0, q], ['k_proj', q, kv], ['v_proj', q + kv, kv]];
+  if (module === 'gate_up_proj') return [['gate_proj', 0, I], ['up_proj', I, I]];
+  return [];
+}
+const modulesPerLayer = (c: EngineConfig) => (c.fusedProjections ? 4 : 7);
 
 /** Gives every lora_B random values so gradients reach the lora_A matrices too. */
 async function randomiseB(adapter: NativeAdapter, seed: number, scale = 0.3): Promise<void> {
@@ -101,7 +116,7 @@ async function expectFiniteDifferenceGradients(tiny: TinyModel, model: NativeMod
       engine.push(g.get(t.name)![i]);
     }
   }
-  expect(engine.length).toBe(2 * 2 * 7 * tiny.config.numLayers);
+  expect(engine.length).toBe(2 * 2 * modulesPerLayer(tiny.config) * tiny.config.numLayers);
   expect(relErr(engine, finite)).toBeLessThan(1e-3);
   adapter.dispose();
 }
@@ -140,6 +155,8 @@ const shapes: { name: string; options: TinyModelOptions; finiteDifferences?: boo
     },
     finiteDifferences: true,
   },
+  // Phi-3: one LoRA over the fused q/k/v and one over gate/up (A shared, B split by rows).
+  { name: 'Phi-3: LoRA on fused qkv_proj and gate_up_proj, window 4', options: { seed: 17, family: { fusedProjections: true, slidingWindow: 4 } }, finiteDifferences: true },
 ];
 
 describe.each(shapes)('the engine on a tiny model ($name)', ({ options, finiteDifferences }) => {
@@ -185,7 +202,8 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options, finiteDi
 
   it('keeps the loss and gradients when every layer is recomputed in the backward', async () => {
     const trie = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
-    const adapter = await model.createAdapter({ rank: 2, alpha: 4, targetModules: ['q_proj', 'v_proj', 'down_proj'], seed: 2 });
+    const targetModules = tiny.config.fusedProjections ? ['qkv_proj' as const, 'down_proj' as const] : ['q_proj' as const, 'v_proj' as const, 'down_proj' as const];
+    const adapter = await model.createAdapter({ rank: 2, alpha: 4, targetModules, seed: 2 });
     await randomiseB(adapter, 3);
     const kept = await model.step(trie.batch, adapter, { kind: 'ce' });
     const gKept = await grads(adapter);
@@ -210,7 +228,7 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options, finiteDi
       tensors += 1;
       for (const x of g) ref += x * x;
     }
-    expect(tensors).toBe(2 * 7 * tiny.config.numLayers);
+    expect(tensors).toBe(2 * modulesPerLayer(tiny.config) * tiny.config.numLayers);
     expect(ref).toBeGreaterThan(0);
     expect(Math.abs((await adapter.gradSumSquares()) - ref) / ref).toBeLessThan(1e-12);
     adapter.dispose();

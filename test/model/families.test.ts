@@ -24,7 +24,7 @@ interface Fixture {
   family: string;
   prompt_token_ids: number[];
   targets: { token_ids: number[]; token_logprobs: number[]; logprob: number }[];
-  chat: { file: string; prompt_token_ids: number[]; targets: { target: string; token_ids: number[]; logprob: number }[]; lora_logprobs?: number[] };
+  chat: { file: string; prompt_token_ids: number[]; targets: { target: string; token_ids: number[]; logprob: number }[]; lora_logprobs: number[] };
   gguf: string | null;
   /** The same model in bfloat16, sharded, with transformers' log-probs of those weights. */
   bf16_sharded?: { dir: string; logprobs: number[] };
@@ -100,13 +100,10 @@ describe.each(families)('the %s family against transformers', (family) => {
       }
       expect(worst).toBeLessThanOrEqual(1e-4);
 
-      if (!fixture.chat.lora_logprobs) {
-        // Phi-3: LoRA on its fused projections is refused, naming them, rather than misplaced.
-        await expect(model.createAdapter({ seed: 1 })).rejects.toThrow(/fuses q\/k\/v \(qkv_proj\) and gate\/up \(gate_up_proj\)/);
-        return;
-      }
-      // PEFT's own adapter for the family (every linear layer, PEFT's module names) loads here.
+      // PEFT's own adapter for the family (every linear layer under PEFT's module names; Phi-3's
+      // fused qkv_proj and gate_up_proj) loads here.
       const adapter = await model.loadAdapter(`${dir}${family}-lora`);
+      if (family === 'phi3') expect(adapter.targetModules).toEqual(['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj']);
       const tuned = new Map((await model.targetLogProbs(request, { adapter })).targets.map((t) => [t.target, t.logprob]));
       const lora = fixture.chat.lora_logprobs;
       const worstTuned = Math.max(...fixture.chat.targets.map((ref, i) => Math.abs(tuned.get(ref.target)! - lora[i])));

@@ -24,8 +24,8 @@ around 0 for Gemma's (1 + w) norms and around 1 for the others, so a mix-up show
                          float32 with eager attention, log-softmax in float64, summed in float64.
   <out>/<family>-lora/   a PEFT LoRA adapter (r 2, alpha 4, on every linear layer under PEFT's
                          module names, A and B random), with the task's log-probs under it in
-                         <family>.json ("chat.lora_logprobs"). Not for phi3, whose fused
-                         qkv_proj / gate_up_proj diffuse cannot adapt yet.
+                         <family>.json ("chat.lora_logprobs"); for phi3 on its fused qkv_proj
+                         and gate_up_proj (with o_proj, down_proj), as PEFT names them.
   <out>/<family>-bf16/   for gemma2 and qwen3: the same model in bfloat16, sharded into several
                          safetensors files (model.safetensors.index.json), with transformers'
                          log-probs of the bfloat16 weights computed in float32 ("bf16_sharded").
@@ -108,7 +108,8 @@ FAMILIES = {
                                     rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0},
                                                      "sliding_attention": {"rope_type": "default", "rope_theta": 10.0}})),
     # Fused qkv_proj and gate_up_proj, kept fused by the converter (attn_qkv, ffn_up); a window.
-    "phi3": dict(cls="Phi3ForCausalLM", cfg="Phi3Config", template=PHI3_TEMPLATE, gguf=True, lora=False,
+    "phi3": dict(cls="Phi3ForCausalLM", cfg="Phi3Config", template=PHI3_TEMPLATE, gguf=True,
+                 lora=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
                  config=dict(sliding_window=4, tie_word_embeddings=False, rope_theta=10000.0, resid_pdrop=0.0, embd_pdrop=0.0,
                              original_max_position_embeddings=64)),
 }
@@ -183,14 +184,17 @@ def chat_fixture(model, tokenizer, task: Path) -> dict:
             "targets": targets}
 
 
-def peft_adapter(model, out: Path, seed: int):
+LLAMA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def peft_adapter(model, out: Path, seed: int, modules: list[str]):
     """A PEFT LoRA on every linear layer with random A and B (B is zero at PEFT's init, which
     would test nothing), saved in float32; returns the wrapped model."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
-                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+                        target_modules=modules)
     peft_model = get_peft_model(model, config)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -259,9 +263,9 @@ def main() -> None:
         chat = chat_fixture(model, tokenizer, task)
         if spec["gguf"]:
             convert_to_gguf(args.llama_cpp, hf_dir, args.out / f"{family}.gguf")
-        if spec.get("lora", True):
-            tuned = peft_adapter(model, args.out / f"{family}-lora", seed=2000 + list(FAMILIES).index(family))
-            chat["lora_logprobs"] = [t["logprob"] for t in chat_fixture(tuned, tokenizer, task)["targets"]]
+        tuned = peft_adapter(model, args.out / f"{family}-lora", seed=2000 + list(FAMILIES).index(family),
+                             modules=spec.get("lora", LLAMA_MODULES))
+        chat["lora_logprobs"] = [t["logprob"] for t in chat_fixture(tuned, tokenizer, task)["targets"]]
         fixture = {
             "family": family,
             "made_by": {"transformers": transformers.__version__, "torch": torch.__version__,
