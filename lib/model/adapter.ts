@@ -41,7 +41,12 @@ export function checkAdapterOptions(options: AdapterOptions, fusedProjections = 
   for (const m of targetModules)
     if (!allLoraModules.includes(m)) throw new InvalidArgumentError(`unknown LoRA target module '${m}'; choose from ${allLoraModules.join(', ')}`);
   if (!Number.isSafeInteger(seed) || seed < 0) throw new InvalidArgumentError(`seed must be a non-negative integer, not ${seed}`);
-  return { rank, alpha, targetModules: [...new Set(targetModules)], seed };
+  // "All seven" (the CLI's and configs' default) on a fused checkpoint means all its linear
+  // layers, the fused four; any other list of split names there is refused by the engine.
+  const all = new Set<string>(loraModules);
+  const unique = [...new Set(targetModules)];
+  if (fusedProjections && unique.length === all.size && unique.every((m) => all.has(m))) return { rank, alpha, targetModules: [...fusedLoraModules], seed };
+  return { rank, alpha, targetModules: unique, seed };
 }
 
 export interface AdapterTensor extends NativeAdapterTensor {

@@ -121,6 +121,8 @@ describe("diffuse train runs the paper's configs end to end on tiny models of th
     ['gemma-7b-it.yaml', 'gemma'],
     ['mistral-7B-instruct.yaml', 'mistral'],
     ['llama-2-13b-chat.yaml', 'llama'],
+    // The seven default modules become Phi-3's fused four.
+    ['llama-2-13b-chat.yaml', 'phi3'],
   ])('%s with --model a tiny %s directory', async (config, family) => {
     const out = join(await mkdtemp(join(tmpdir(), 'diffuse-families-')), family);
     const { code, stdout, stderr } = await runCli(['train', `${configs}${config}`, '--model', `${dir}${family}`, '--out', out, '--iters', '1', '--threads', '1', '--json']);
