@@ -227,7 +227,11 @@ export interface LoadAdapterOptions {
  * out (PEFT's layers_to_transform) get A = B = 0: no change, and no gradient either.
  */
 export async function loadAdapter(model: Model, dir: string, options: LoadAdapterOptions = {}): Promise<Adapter> {
-  const weights = await readAdapterWeights(dir, model.config, model.spec);
+  return adapterFromWeights(model, await readAdapterWeights(dir, model.config, model.spec), dir, options);
+}
+
+/** Puts matrices read from `source` (a PEFT directory or a GGUF LoRA) onto `model` as a new adapter. */
+export async function adapterFromWeights(model: Model, weights: AdapterWeights, source: string, options: LoadAdapterOptions = {}): Promise<Adapter> {
   const { config } = weights;
   if (config.dropout > 0) options.warn?.(`${config.file}: lora_dropout ${config.dropout} is ignored; diffuse applies and trains LoRA without dropout`);
   const adapter = await model.createAdapter({ rank: config.rank, alpha: config.alpha, targetModules: weights.modules });
@@ -238,7 +242,7 @@ export async function loadAdapter(model: Model, dir: string, options: LoadAdapte
       if (values === undefined) absentLayers.add(t.layer);
       await adapter.setTensor(t.name, values ?? new Float32Array(t.shape[0] * t.shape[1]));
     }
-    if (absentLayers.size > 0) options.warn?.(`${dir}: the adapter leaves layers ${[...absentLayers].sort((a, b) => a - b).join(', ')} unadapted for some modules; they stay unchanged`);
+    if (absentLayers.size > 0) options.warn?.(`${source}: the adapter leaves layers ${[...absentLayers].sort((a, b) => a - b).join(', ')} unadapted for some modules; they stay unchanged`);
   } catch (error) {
     adapter.dispose();
     throw error;

@@ -13,9 +13,11 @@ import {
   type TargetRequest,
   type TrieBatch,
 } from '../targets/target-set.js';
-import type { Tokenizer } from '../tokenizer/index.js';
+import type { ChatMessage, Tokenizer } from '../tokenizer/index.js';
 import { loadAdapter, type LoadAdapterOptions } from '../adapters/peft.js';
+import { loadGgufLoraAdapter } from '../adapters/gguf-lora.js';
 import { Adapter, checkAdapterOptions, type AdapterOptions } from './adapter.js';
+import { generate, type GeneratedSample, type GenerateOptions } from '../generate/generate.js';
 
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 
@@ -157,14 +159,26 @@ export class Model {
     return prompts.map((p, i) => distributionOf(p, perSequence[i], tries[i].positions, tries[i].paddedPositions));
   }
 
+  /**
+   * Samples answers to a user message (or a chat) as an async iterator, each sample yielded as
+   * it finishes; `options.signal` stops it between decode steps. See lib/generate/generate.ts.
+   */
+  generate(request: string | ChatMessage[], options: GenerateOptions): AsyncGenerator<GeneratedSample> {
+    this.live();
+    return generate(this, request, options);
+  }
+
   createAdapter(options: AdapterOptions = {}): Promise<Adapter> {
     const o = checkAdapterOptions(options);
     return nativeCall(async () => new Adapter(await this.live().createAdapter(o), this, o.targetModules));
   }
 
-  /** Loads a LoRA adapter saved in Hugging Face PEFT layout (by diffuse or by PEFT). */
-  loadAdapter(dir: string, options: LoadAdapterOptions = {}): Promise<Adapter> {
-    return loadAdapter(this, dir, options);
+  /**
+   * Loads a LoRA adapter: a directory in Hugging Face PEFT layout (by diffuse or by PEFT), or a
+   * llama.cpp GGUF LoRA file (*.gguf).
+   */
+  loadAdapter(path: string, options: LoadAdapterOptions = {}): Promise<Adapter> {
+    return /\.gguf$/i.test(path) ? loadGgufLoraAdapter(this, path, options) : loadAdapter(this, path, options);
   }
 
   /**
