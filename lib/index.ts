@@ -29,6 +29,7 @@ export {
 export * from './tasks/index.js';
 export * from './train/index.js';
 export * from './adapters/index.js';
+export { generate, type GenerateOptions, type GeneratedSample } from './generate/generate.js';
 export { Progress, type ProgressMode, type ProgressOptions } from './progress.js';
 export {
   DiffuseError,
