@@ -11,7 +11,8 @@
  * single-threaded copy (bytes read + written per second).
  *
  *   npx tsx bench/generate.bench.ts [--threads 2] [--tokens 32] [--batches 1,8,64,256]
- *                                   [--python PATH] [--out bench/results/cpu-generate.json]
+ *                                   [--omp-wait-policy passive] [--python PATH]
+ *                                   [--out bench/results/cpu-generate.json]
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -32,6 +33,10 @@ const tokens = Number(arg('--tokens', '32'));
 const batches = arg('--batches', '1,8,64,256').split(',').map(Number);
 const python = arg('--python', process.env.DIFFUSE_PYTHON ?? join(diffuseHome(), 'pyenv', 'bin', 'python'));
 const out = arg('--out', 'bench/results/cpu-generate.json');
+// llama.cpp's OpenMP threads spin while they wait by default; on shared cores a spinning thread
+// holds a core another process needs, and its decode ran 8-12x slower here. Passive waiting is
+// what a shared machine needs (pass --omp-wait-policy active on a quiet one).
+const ompWaitPolicy = arg('--omp-wait-policy', process.env.OMP_WAIT_POLICY ?? 'passive');
 
 const gguf = await ensureDefaultModel({ progress: new Progress({ mode: 'silent' }) });
 native().setThreads(threads);
@@ -73,8 +78,16 @@ function llama(): { rows: LlamaRow[]; system_info: string; llama_cpp_python: str
   writeFileSync(join(dir, 'ids.json'), JSON.stringify(prompt));
   execFileSync(python, ['bench/peers/llamacpp_batched.py', '--gguf', gguf, '--prompt-ids', join(dir, 'ids.json'), '--threads', String(threads), '--tokens', String(tokens), '--batches', ...batches.map(String), '--out', join(dir, 'llama.json')], {
     stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, OMP_WAIT_POLICY: ompWaitPolicy },
   });
   return JSON.parse(readFileSync(join(dir, 'llama.json'), 'utf8'));
+}
+
+/** The vector extensions the kernel reports (lscpu's flags), so a result names its machine. */
+function cpuFlags(): string[] {
+  const info = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
+  const flags = /^flags\s*:(.*)$/m.exec(info)?.[1].trim().split(/\s+/) ?? [];
+  return flags.filter((f) => /^(avx|fma|f16c|amx)/.test(f));
 }
 
 const bandwidth = copyBandwidth();
@@ -116,7 +129,7 @@ for (const r of rows)
   process.stdout.write(
     `  ${String(r.batch).padStart(5)} ${r.oursTokensPerSecond.toFixed(1).padStart(9)} ${r.llamaCppTokensPerSecond === null ? '         —' : r.llamaCppTokensPerSecond.toFixed(1).padStart(10)} ${r.ratio === null ? '     ' : r.ratio.toFixed(2).padStart(6)}   ${r.oursCeilingTokensPerSecond.toFixed(0)} / ${r.llamaCppCeilingTokensPerSecond.toFixed(0)}\n`,
   );
-const machine = { cpu: cpus()[0]?.model, cores: cpus().length, threads, isa: native().gemmIsa(), loadAverage1m: load, date: new Date().toISOString(), commit: execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() };
+const machine = { cpu: cpus()[0]?.model, cpuFlags: cpuFlags(), cores: cpus().length, threads, isa: native().gemmIsa(), loadAverage1m: load, date: new Date().toISOString(), commit: execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() };
 writeFileSync(
   out,
   `${JSON.stringify(
@@ -128,7 +141,7 @@ writeFileSync(
       copyBandwidthBytesPerSecond: bandwidth,
       oursWeightBytes: weightBytes,
       llamaCppWeightBytes: ggufWeightBytes,
-      llamaCpp: peer ? { version: peer.llama_cpp_python, systemInfo: peer.system_info } : null,
+      llamaCpp: peer ? { version: peer.llama_cpp_python, systemInfo: peer.system_info, ompWaitPolicy } : null,
       note: 'shared cores: noisy; ours keeps f32 weights (dequantised at load) and reads them every step, llama.cpp reads the Q4_1 blocks; KV bytes assume fp32 (ours) and f16 (llama.cpp) caches',
       rows,
     },

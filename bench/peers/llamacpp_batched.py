@@ -94,7 +94,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import llama_cpp as lc
+    from llama_cpp._logger import set_verbose
 
+    set_verbose(False)  # llama.cpp's own log: errors only
     prompt = json.loads(args.prompt_ids.read_text())
     lc.llama_backend_init()
     mparams = lc.llama_model_default_params()
