@@ -16,6 +16,7 @@ import { loadModel } from '../../lib/model/load.js';
 import { runCli } from '../cli/run.js';
 import { makeTinyModel } from '../helpers/tiny-model.js';
 import { writeGgufModel } from '../helpers/write-gguf.js';
+import { writeHfDirectory } from '../helpers/write-safetensors.js';
 import { writeTinyChatModel } from '../eval/tiny-chat-model.js';
 
 const fixture = new URL('../fixtures/gguf-lora/', import.meta.url).pathname;
@@ -52,6 +53,27 @@ describe('GGUF LoRA adapters', () => {
     const f16 = join(dir, 'ours-f16.gguf');
     expect((await runCli(['export', '--model', basePath, '--adapter', join(fixture, 'peft'), '--out', f16, '--dtype', 'f16'])).code).toBe(0);
     expect((await readGguf(f16)).tensors.every((t) => t.type === 'F16')).toBe(true);
+  });
+
+  it('exports for a Hugging Face base as llama.cpp would convert it: Llama permuted, Qwen2 not', async () => {
+    const llamaDir = join(dir, 'hf-llama');
+    await writeHfDirectory(llamaDir, tiny);
+    const out = join(dir, 'from-hf.gguf');
+    expect((await runCli(['export', '--model', llamaDir, '--adapter', join(fixture, 'peft'), '--out', out])).code).toBe(0);
+    const [a, b] = await Promise.all([readGguf(out).then(tensorBytes), readGguf(join(fixture, 'adapter.gguf')).then(tensorBytes)]);
+    for (const [name, bytes] of b) expect({ name, same: a.get(name)!.equals(bytes) }).toEqual({ name, same: true });
+
+    const qwenDir = join(dir, 'hf-qwen2');
+    await writeHfDirectory(qwenDir, makeTinyModel({ bias: true }), { modelType: 'qwen2' });
+    const qwen = join(dir, 'qwen2.gguf');
+    const r = await runCli(['export', '--model', qwenDir, '--adapter', join(fixture, 'peft'), '--out', qwen, '--json']);
+    expect(JSON.parse(r.stdout)).toMatchObject({ architecture: 'qwen2', permutedQk: false });
+    const peft = await readAdapterWeights(join(fixture, 'peft'), tiny.config, 'tiny');
+    const q = (await readGgufLora(qwen, { config: tiny.config, architecture: 'qwen2', permutedQk: false }, 'tiny')).tensors;
+    const key = 'base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight';
+    expect(Array.from(q.get(key)!)).toEqual(Array.from(peft.tensors.get(key)!));
+    const raw = (await tensorBytes(await readGguf(qwen))).get('blk.1.attn_q.weight.lora_b')!;
+    expect(Array.from(new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength)))).toEqual(Array.from(peft.tensors.get(key)!));
   });
 
   it('reads llama.cpp’s file back as the PEFT adapter, and runs it as the PEFT one', async () => {
