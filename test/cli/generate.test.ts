@@ -66,6 +66,26 @@ describe('diffuse generate', () => {
     expect(table.stdout).toMatch(/most frequent answers/);
   });
 
+  it('draws a progress bar with samples/s and tokens/s on a terminal, and nothing with --json', async () => {
+    const tty = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
+    const term = process.env.TERM;
+    Object.defineProperty(process.stderr, 'isTTY', { value: true, configurable: true });
+    process.env.TERM = 'xterm';
+    try {
+      const shown = await runCli([...base(), '-n', '40', '--batch-size', '2', '--out', join(dir, 'tty.jsonl')]);
+      expect(shown.code).toBe(0);
+      expect(shown.stderr).toMatch(/\rgenerating digits .*samples/);
+      expect(shown.stderr).toMatch(/generating digits: done, 40 samples in .*samples\/s\), [\d.]+ tokens\/s/);
+      const quiet = await runCli([...base(), '-n', '40', '--out', join(dir, 'tty-json.jsonl'), '--json']);
+      expect(quiet.stderr).toBe('');
+    } finally {
+      if (term === undefined) delete process.env.TERM;
+      else process.env.TERM = term;
+      if (tty) Object.defineProperty(process.stderr, 'isTTY', tty);
+      else delete (process.stderr as { isTTY?: boolean }).isTTY;
+    }
+  });
+
   it('refuses a file written with other arguments and leaves it as it is', async () => {
     const out = join(dir, 'b.jsonl');
     expect((await runCli([...base(), '-n', '3', '--out', out])).code).toBe(0);
