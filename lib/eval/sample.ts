@@ -134,25 +134,26 @@ function checkIndices(indices: readonly number[]): number[] {
  * so the prompt's keys and values are computed once for all samples, never copied.
  */
 export async function* drawSamples(model: Model, promptTokens: readonly number[], stopTokens: readonly number[], options: DrawOptions): AsyncGenerator<IndexedTokenSample> {
-  const indices = checkIndices(options.indices ?? Array.from({ length: options.n }, (_, i) => i));
-  const o = checkOptions(model, promptTokens.length, { ...options, n: Math.max(1, indices.length) });
+  const indices = options.indices ? checkIndices(options.indices) : undefined;
+  const o = checkOptions(model, promptTokens.length, indices ? { ...options, n: Math.max(1, indices.length) } : options);
+  const wanted = indices ?? Array.from({ length: o.n }, (_, i) => i);
   const stopStrings = (options.stopStrings ?? []).filter((x) => x !== '');
   if (stopStrings.length > 0 && !options.decode) throw new InvalidArgumentError('stop strings need a decode function to read the text');
   options.signal?.throwIfAborted();
-  if (indices.length === 0) return;
+  if (wanted.length === 0) return;
   const stop = new Set(stopTokens);
   const params = { temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed };
   const P = promptTokens.length;
-  const batch = Math.min(o.batchSize, indices.length);
+  const batch = Math.min(o.batchSize, wanted.length);
   const adapterNative = options.adapter ? adapterOf(model, options.adapter) : undefined;
   const session = await nativeCall(() => model.live().createSession({ adapter: adapterNative, capacity: P + batch * (o.maxTokens - 1) }));
   let finished = 0, generatedTokens = 0;
   try {
     await nativeCall(() => session.append(Int32Array.from(promptTokens), Int32Array.from(promptTokens, (_, i) => i - 1)));
-    for (let first = 0; first < indices.length; first += batch) {
-      const size = Math.min(batch, indices.length - first);
+    for (let first = 0; first < wanted.length; first += batch) {
+      const size = Math.min(batch, wanted.length - first);
       if (first > 0) await nativeCall(() => session.truncate(P));
-      const own: IndexedTokenSample[] = Array.from({ length: size }, (_, i) => ({ index: indices[first + i], tokens: [], finishReason: 'length', logProb: 0, drawnTokens: 0 }));
+      const own: IndexedTokenSample[] = Array.from({ length: size }, (_, i) => ({ index: wanted[first + i], tokens: [], finishReason: 'length', logProb: 0, drawnTokens: 0 }));
       // Live samples: their place in the batch and the session row their next token is drawn from.
       let live = Array.from({ length: size }, (_, i) => i);
       let rows = new Int32Array(size).fill(P - 1);

@@ -76,3 +76,9 @@ describe('model.generate', () => {
     await expect(all(model.generate(request, { n: 1, signal: AbortSignal.abort() }))).rejects.toThrow();
   });
 });
+
+describe('model.generate arguments', () => {
+  it('refuses a sample count that is not a whole number ≥ 1', async () => {
+    for (const n of [0, 1.5, Number.NaN]) await expect(all(model.generate(request, { n }))).rejects.toThrow(/number of samples must be an integer ≥ 1/);
+  });
+});
