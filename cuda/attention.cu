@@ -17,10 +17,12 @@
 //
 // Within a warp, lane j owns key j of a tile for the scores, and the head dimension is
 // spread over the lanes (two dims per 4-byte word) for the output accumulators. The
-// backward keeps dq in registers; dk and dv are reduced over the block's pairs in shared
-// memory per tile and added to f32 accumulators with atomics (tail keys atomically per
-// pair), then rounded to bf16. Summation order therefore varies between runs at the level
-// of f32 rounding.
+// backward runs twice over the runs: key-major for dk and dv (a block owns a tile of keys and
+// walks the pairs whose runs meet it, summing in registers, one write per row, no atomics),
+// then query-major for dq (kept in registers, as in the forward) and the tails, whose dk / dv
+// terms are added to the f32 rows atomically, then everything is rounded to bf16. Only the
+// tails' order of addition varies between runs (at the level of f32 rounding); a long causal
+// prompt costs no atomics.
 //
 // This runs on the CUDA cores. The faster design is FlashAttention-2/3 on tensor cores
 // (mma.sync or wgmma tiles of 64+ queries x 64 keys, with the tree mask applied to the
@@ -289,8 +291,6 @@ __global__ void __launch_bounds__(kThreads) attention_backward_kernel(AttnParams
   bf16* dOs = Qs + kPairs * hd;
   bf16* Ks = dOs + kPairs * hd;
   bf16* Vs = Ks + kTile * stride;
-  float* Ps = reinterpret_cast<float*>(Vs + kTile * stride);  // [kPairs][kTile]
-  float* DSs = Ps + kPairs * kTile;
   const int kvh = blockIdx.y / p.head_chunks, chunk = blockIdx.y % p.head_chunks;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   load_pairs(p, kvh, chunk, info, Qs, p.q, dOs, p.dout);
@@ -320,10 +320,10 @@ __global__ void __launch_bounds__(kThreads) attention_backward_kernel(AttnParams
 
   for (int t0 = info.lo; t0 < info.hi; t0 += kTile) {
     if (!tile_needed(info, t0)) continue;
-    __syncthreads();  // the previous tile and its Ps / DSs are no longer read
+    __syncthreads();  // the previous tile is no longer read
     load_kv_tile(p, kvh, t0, Ks, Vs);
     __syncthreads();
-    // Phase A, a warp per pair: p_j and ds_j for the tile's keys, and dq.
+    // A warp per pair: p_j and ds_j for the tile's keys, and dq (dk, dv: the key-major kernel).
 #pragma unroll
     for (int s = 0; s < kSlots; ++s) {
       const int pp = warp + kWarps * s;
@@ -334,41 +334,10 @@ __global__ void __launch_bounds__(kThreads) attention_backward_kernel(AttnParams
         pj = expf(p.scale * dot_bf16(Qs + pp * hd, Ks + lane * stride, words) - lse[s]);
         ds = pj * (dot_bf16(dOs + pp * hd, Vs + lane * stride, words) - D[s]);
       }
-      Ps[pp * kTile + lane] = pj;
-      DSs[pp * kTile + lane] = ds;
       if (len == 0) continue;
       for (int j = 0; j < kTile; ++j) {
         const float dsj = __shfl_sync(0xffffffffu, ds, j);
         if (dsj != 0.f) axpy_row<kWpl>(dq[s], dsj, Ks + j * stride, words, lane);
-      }
-    }
-    __syncthreads();
-    // Phase B, a warp per key: dk_j = scale sum_pairs ds q, dv_j = sum_pairs p dout.
-    for (int j = warp; j < kTile; j += kWarps) {
-      const int64_t key = t0 + j;
-      if (key >= p.kv_rows) continue;
-      float dk[2 * kWpl], dv[2 * kWpl];
-#pragma unroll
-      for (int i = 0; i < 2 * kWpl; ++i) dk[i] = dv[i] = 0.f;
-      bool used = false;
-      for (int pp = 0; pp < kPairs; ++pp) {
-        if (info.len[pp] == 0 || key < info.start[pp] || key >= info.start[pp] + info.len[pp]) continue;
-        used = true;
-        axpy_row<kWpl>(dk, DSs[pp * kTile + j], Qs + pp * hd, words, lane);
-        axpy_row<kWpl>(dv, Ps[pp * kTile + j], dOs + pp * hd, words, lane);
-      }
-      if (!used) continue;
-      float* dk_row = p.dk_acc + (key * p.kv_heads + kvh) * hd;
-      float* dv_row = p.dv_acc + (key * p.kv_heads + kvh) * hd;
-#pragma unroll
-      for (int t = 0; t < kWpl; ++t) {
-        const int w = lane + 32 * t;
-        if (w < words) {
-          atomicAdd(dk_row + 2 * w, p.scale * dk[2 * t]);
-          atomicAdd(dk_row + 2 * w + 1, p.scale * dk[2 * t + 1]);
-          atomicAdd(dv_row + 2 * w, dv[2 * t]);
-          atomicAdd(dv_row + 2 * w + 1, dv[2 * t + 1]);
-        }
       }
     }
   }
@@ -416,6 +385,141 @@ __global__ void __launch_bounds__(kThreads) attention_backward_kernel(AttnParams
     for (int t = 0; t < kWpl; ++t) {
       const int w = lane + 32 * t;
       if (w < words) g2[w] = __floats2bfloat162_rn(p.scale * dq[s][2 * t], p.scale * dq[s][2 * t + 1]);
+    }
+  }
+}
+
+// The backward's dk and dv over the runs, key-major: a block per (tile of kTile keys, kv head)
+// owns those keys' gradient rows, so it sums into registers and writes each row once, with no
+// atomics (the query-major kernel above then adds the tail keys' terms atomically). It finds
+// the (row, head) pairs whose run meets its tile by reading every row's run bounds, a chunk of
+// kThreads rows at a time, and takes the pairs kPairs at a time: their q and dout rows into
+// shared memory with lse and D = dout . out; p_j and ds_j for the tile's keys (a warp per
+// pair, a lane per key); then a warp per key adds ds_j q and p_j dout over the pairs.
+template <int kWpl>
+__global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(AttnParams p) {
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  __shared__ int32_t rows[kThreads];  // rows of this chunk whose run meets the tile
+  __shared__ int warp_hits[kWarps];
+  __shared__ int pair_start[kPairs], pair_len[kPairs];
+  __shared__ float pair_lse[kPairs], pair_D[kPairs];
+  constexpr int kKeysPerWarp = kTile / kWarps;
+  const int hd = p.head_dim, words = hd / 2, stride = hd + 2;
+  bf16* Qs = reinterpret_cast<bf16*>(shared_raw);
+  bf16* dOs = Qs + kPairs * hd;
+  bf16* Ks = dOs + kPairs * hd;
+  bf16* Vs = Ks + kTile * stride;
+  float* Ps = reinterpret_cast<float*>(Vs + kTile * stride);  // [kPairs][kTile]
+  float* DSs = Ps + kPairs * kTile;
+  const int kvh = blockIdx.y, t0 = static_cast<int>(blockIdx.x) * kTile;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  load_kv_tile(p, kvh, t0, Ks, Vs);
+
+  float dk[kKeysPerWarp][2 * kWpl], dv[kKeysPerWarp][2 * kWpl];
+#pragma unroll
+  for (int i = 0; i < kKeysPerWarp; ++i)
+#pragma unroll
+    for (int e = 0; e < 2 * kWpl; ++e) dk[i][e] = dv[i][e] = 0.f;
+
+  for (int64_t base = 0; base < p.q_rows; base += kThreads) {
+    // The chunk's rows whose run meets [t0, t0 + kTile), in row order.
+    const int64_t row = base + tid;
+    bool hit = false;
+    if (row < p.q_rows) {
+      const int32_t start = p.run_start[row], len = p.run_len[row];
+      hit = len > 0 && start < t0 + kTile && start + len > t0;
+    }
+    const unsigned ballot = __ballot_sync(0xffffffffu, hit);
+    __syncthreads();  // the previous chunk's rows and pairs are no longer read
+    if (lane == 0) warp_hits[warp] = __popc(ballot);
+    __syncthreads();
+    int before = 0, hits = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      before += w < warp ? warp_hits[w] : 0;
+      hits += warp_hits[w];
+    }
+    if (hit) rows[before + __popc(ballot & ((1u << lane) - 1))] = static_cast<int32_t>(row);
+    __syncthreads();
+
+    const int pairs = hits * p.group;  // every query head of the group reads this kv head
+    for (int b0 = 0; b0 < pairs; b0 += kPairs) {
+      if (b0 > 0) __syncthreads();  // the previous pairs' rows, Ps and DSs are no longer read
+      for (int idx = tid; idx < kPairs * words; idx += kThreads) {
+        const int pp = idx / words, w = idx % words, q = b0 + pp;
+        const bf162 zero = __floats2bfloat162_rn(0.f, 0.f);
+        bf162 qv = zero, dov = zero;
+        if (q < pairs) {
+          const int64_t at = (static_cast<int64_t>(rows[q / p.group]) * p.q_heads + kvh * p.group + q % p.group) * words + w;
+          qv = reinterpret_cast<const bf162*>(p.q)[at];
+          dov = reinterpret_cast<const bf162*>(p.dout)[at];
+        }
+        reinterpret_cast<bf162*>(Qs)[pp * words + w] = qv;
+        reinterpret_cast<bf162*>(dOs)[pp * words + w] = dov;
+      }
+      // A warp per pair: its run, lse and D = dout . out.
+      for (int pp = warp; pp < kPairs; pp += kWarps) {
+        const int q = b0 + pp;
+        float part = 0.f;
+        int64_t r = 0, head = 0;
+        if (q < pairs) {
+          r = rows[q / p.group];
+          head = kvh * p.group + q % p.group;
+          const bf162* o2 = reinterpret_cast<const bf162*>(p.out + (r * p.q_heads + head) * hd);
+          const bf162* d2 = reinterpret_cast<const bf162*>(p.dout + (r * p.q_heads + head) * hd);
+          for (int w = lane; w < words; w += 32) {
+            const float2 o = __bfloat1622float2(o2[w]), d = __bfloat1622float2(d2[w]);
+            part += o.x * d.x + o.y * d.y;
+          }
+        }
+        part = warp_sum(part);
+        if (lane == 0) {
+          pair_start[pp] = q < pairs ? p.run_start[r] : 0;
+          pair_len[pp] = q < pairs ? p.run_len[r] : 0;
+          pair_lse[pp] = q < pairs ? p.lse[r * p.q_heads + head] : 0.f;
+          pair_D[pp] = part;
+        }
+      }
+      __syncthreads();
+      // A warp per pair, a lane per key: p_j and ds_j.
+      for (int pp = warp; pp < kPairs; pp += kWarps) {
+        const int key = t0 + lane;
+        float pj = 0.f, ds = 0.f;
+        if (pair_len[pp] > 0 && key >= pair_start[pp] && key < pair_start[pp] + pair_len[pp] && key < p.kv_rows) {
+          pj = expf(p.scale * dot_bf16(Qs + pp * hd, Ks + lane * stride, words) - pair_lse[pp]);
+          ds = pj * (dot_bf16(dOs + pp * hd, Vs + lane * stride, words) - pair_D[pp]);
+        }
+        Ps[pp * kTile + lane] = pj;
+        DSs[pp * kTile + lane] = ds;
+      }
+      __syncthreads();
+      // A warp per key: dk_j += ds_j q, dv_j += p_j dout over the pairs.
+#pragma unroll
+      for (int i = 0; i < kKeysPerWarp; ++i) {
+        const int j = warp + kWarps * i;
+        for (int pp = 0; pp < kPairs; ++pp) {
+          const float pj = Ps[pp * kTile + j], ds = DSs[pp * kTile + j];
+          if (pj == 0.f && ds == 0.f) continue;  // the same for the whole warp
+          axpy_row<kWpl>(dk[i], ds, Qs + pp * hd, words, lane);
+          axpy_row<kWpl>(dv[i], pj, dOs + pp * hd, words, lane);
+        }
+      }
+    }
+  }
+
+  // Every key row of the tile, used or not, written once (the tails add to it afterwards).
+#pragma unroll
+  for (int i = 0; i < kKeysPerWarp; ++i) {
+    const int64_t key = t0 + warp + kWarps * i;
+    if (key >= p.kv_rows) continue;
+    float* dk_row = p.dk_acc + (key * p.kv_heads + kvh) * hd;
+    float* dv_row = p.dv_acc + (key * p.kv_heads + kvh) * hd;
+#pragma unroll
+    for (int t = 0; t < kWpl; ++t) {
+      const int w = lane + 32 * t;
+      if (w < words) {
+        reinterpret_cast<float2*>(dk_row)[w] = make_float2(p.scale * dk[i][2 * t], p.scale * dk[i][2 * t + 1]);
+        reinterpret_cast<float2*>(dv_row)[w] = make_float2(dv[i][2 * t], dv[i][2 * t + 1]);
+      }
     }
   }
 }
@@ -468,11 +572,14 @@ Plan plan(const Context& ctx, const int32_t* key_offsets, const int32_t* key_row
 }
 
 template <typename Kernel>
-void launch(const Context& ctx, Kernel kernel, const Plan& pl, size_t shared) {
-  if (shared > 48 * 1024)
-    DIFFUSE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
-  kernel<<<pl.grid, kThreads, shared, ctx.stream>>>(pl.p);
+void launch(const Context& ctx, Kernel kernel, const Plan& pl, size_t shared, dim3 grid) {
+  set_dynamic_shared(kernel, shared, "attention");
+  kernel<<<grid, kThreads, shared, ctx.stream>>>(pl.p);
   DIFFUSE_LAUNCH_CHECK(kernel);
+}
+template <typename Kernel>
+void launch(const Context& ctx, Kernel kernel, const Plan& pl, size_t shared) {
+  launch(ctx, kernel, pl, shared, pl.grid);
 }
 
 }  // namespace
@@ -504,10 +611,10 @@ void attention_backward(const Context& ctx, const bf16* dout, const bf16* q, con
     return;
   }
   Plan pl = plan(ctx, key_offsets, key_rows, s);
+  // Written whole by the key-major kernel, then the tails added by the query-major one.
   BufferPtr acc = ctx.scratch(2 * sizeof(float) * kv_elems, "attention key/value gradient accumulators");
   float* dk_acc = Context::ptr<float>(acc);
   float* dv_acc = dk_acc + kv_elems;
-  DIFFUSE_CUDA_CHECK(cudaMemsetAsync(dk_acc, 0, 2 * sizeof(float) * kv_elems, ctx.stream));
   pl.p.q = q;
   pl.p.k = k;
   pl.p.v = v;
@@ -517,10 +624,19 @@ void attention_backward(const Context& ctx, const bf16* dout, const bf16* q, con
   pl.p.dq = dq;
   pl.p.dk_acc = dk_acc;
   pl.p.dv_acc = dv_acc;
-  const size_t shared = sizeof(bf16) * (2 * kPairs * s.head_dim + 2 * kTile * (s.head_dim + 2)) + sizeof(float) * 2 * kPairs * kTile;
-  if (s.head_dim <= 64) launch(ctx, attention_backward_kernel<1>, pl, shared);
-  else if (s.head_dim <= 128) launch(ctx, attention_backward_kernel<2>, pl, shared);
-  else launch(ctx, attention_backward_kernel<4>, pl, shared);
+  const size_t shared = sizeof(bf16) * (2 * kPairs * s.head_dim + 2 * kTile * (s.head_dim + 2));
+  const size_t shared_dkdv = shared + sizeof(float) * 2 * kPairs * kTile;
+  const dim3 by_key(static_cast<unsigned>(ceil_div(s.kv_rows, kTile)), static_cast<unsigned>(s.kv_heads));
+  if (s.head_dim <= 64) {
+    if (s.kv_rows > 0) launch(ctx, attention_backward_dkdv_kernel<1>, pl, shared_dkdv, by_key);
+    launch(ctx, attention_backward_kernel<1>, pl, shared);
+  } else if (s.head_dim <= 128) {
+    if (s.kv_rows > 0) launch(ctx, attention_backward_dkdv_kernel<2>, pl, shared_dkdv, by_key);
+    launch(ctx, attention_backward_kernel<2>, pl, shared);
+  } else {
+    if (s.kv_rows > 0) launch(ctx, attention_backward_dkdv_kernel<4>, pl, shared_dkdv, by_key);
+    launch(ctx, attention_backward_kernel<4>, pl, shared);
+  }
   f32_pair_to_bf16_kernel<<<grid_for(kv_elems, 256, ctx), 256, 0, ctx.stream>>>(dk_acc, dv_acc, dk, dv, kv_elems);
   DIFFUSE_LAUNCH_CHECK(f32_pair_to_bf16_kernel);
 }

@@ -214,6 +214,14 @@ class CudaBackend final : public Backend {
     on();
     DIFFUSE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
   }
+  size_t available_memory() override {
+    on();
+    size_t free = 0, total = 0;
+    DIFFUSE_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    size_t in_use = 0, reserved = 0;
+    allocator_->stats(&in_use, nullptr, &reserved);
+    return free + (reserved - in_use);
+  }
 
   BufferPtr make_weight(const float* host, int64_t n, const char* what) override {
     BufferPtr buf = alloc(std::max<int64_t>(n, 1) * sizeof(bf16), what);
@@ -330,9 +338,15 @@ class CudaBackend final : public Backend {
     on();
     cuda::adamw_update(ctx_, param, grad, m, v, n, params);
   }
-  double sum_squares(const float* x, int64_t n) override {
+  double sum_squares_many(const float* const* xs, const int64_t* ns, int count) override {
     on();
-    return cuda::sum_squares(ctx_, x, n);
+    return cuda::sum_squares_many(ctx_, xs, ns, count);
+  }
+  void pack_lora(const float* A, const float* B, int64_t in, int64_t out, int rank, BufferPtr& packed) override {
+    const size_t bytes = static_cast<size_t>(lora_pad(rank) * (in + out)) * sizeof(bf16);
+    if (!packed || packed->bytes() != bytes) packed = alloc(bytes, "LoRA A and B in bf16");
+    on();
+    cuda::pack_lora(ctx_, A, B, in, out, rank, packed->as<bf16>());
   }
 
  private:

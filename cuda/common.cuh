@@ -73,6 +73,24 @@ struct Context {
   static T* ptr(const BufferPtr& b) { return static_cast<T*>(b->data()); }
 };
 
+// Allows `kernel` `dynamic` bytes of dynamic shared memory. Launches whose dynamic shared memory
+// depends on the shape call it whatever the size: the 48 KiB default and the opt-in limit both
+// count the kernel's static shared memory too, so a size test on `dynamic` alone misses
+// launches that only the static part pushes over. Throws UNSUPPORTED naming `what` when the
+// two together exceed what the device offers a block.
+template <typename Kernel>
+void set_dynamic_shared(Kernel kernel, size_t dynamic, const char* what) {
+  cudaFuncAttributes attr{};
+  DIFFUSE_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  int device = 0, optin = 0;
+  DIFFUSE_CUDA_CHECK(cudaGetDevice(&device));
+  DIFFUSE_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (attr.sharedSizeBytes + dynamic > static_cast<size_t>(optin))
+    throw Error(ErrorCode::UNSUPPORTED, std::string(what) + ": the kernel needs " + std::to_string(attr.sharedSizeBytes + dynamic) +
+                                            " bytes of shared memory per block, over this GPU's " + std::to_string(optin));
+  DIFFUSE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dynamic)));
+}
+
 // ------------------------------------------------------------------------------- helpers
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }

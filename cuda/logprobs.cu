@@ -168,7 +168,7 @@ __global__ void count_children_kernel(const int32_t* __restrict__ edge_parent, i
 
 constexpr int kScanThreads = 1024;
 // offsets[0..n] = exclusive prefix sums of counts; one block.
-__global__ void exclusive_scan_kernel(const int32_t* __restrict__ counts, int64_t n, int32_t* __restrict__ offsets) {
+__global__ void __launch_bounds__(kScanThreads) exclusive_scan_kernel(const int32_t* __restrict__ counts, int64_t n, int32_t* __restrict__ offsets) {
   using Scan = cub::BlockScan<int32_t, kScanThreads>;
   __shared__ typename Scan::TempStorage temp;
   __shared__ int32_t carry;

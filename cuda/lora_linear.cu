@@ -1,8 +1,10 @@
-// The LoRA linear layer, W frozen (bf16), A and B f32 masters rounded to bf16 per call:
+// The LoRA linear layer, W frozen (bf16), A and B f32 masters rounded to bf16 (and zero-padded)
+// once per change by pack_lora, which the adapter calls after each optimiser step; without
+// that copy (LoraParams::packed null) each call makes it for itself:
 //
 //   forward:   u = x A^T                       [rows x r]  f32, kept for the backward
 //              y = x W^T + bias + s u B^T      = [x | s u] . [W | B]^T  (K extended by r)
-//   backward:  g = dy B                        [rows x r]
+//   backward:  s g = s dy B                    [rows x r]  bf16, straight from its GEMM
 //              dx (= or +=) dy W + s g A       = [dy | s g] . [W ; A]   (K extended by r)
 //              dA += s g^T x,   dB += s dy^T u         (skinny reductions over rows)
 //
@@ -16,7 +18,9 @@
 //             beats it on the base GEMM; a Hopper-grade fused kernel would be a wgmma + TMA
 //             kernel with the same K extension, or cuBLASLt with a custom epilogue.
 // The skinny products (u, g, dA, dB) are cuBLASLt GEMMs in both. r is padded with zeros to a
-// multiple of 8 (cuBLASLt, for 16-byte rows) or 32 (the fused kernel's K tile).
+// multiple of 8 (cuBLASLt, for 16-byte rows) or 32 (the fused kernel's K tile). Launches per
+// call with A and B packed: forward 3 GEMMs (FUSED: 1 + the fused kernel) and 1 rounding kernel
+// (s u); backward 5 GEMMs (FUSED: 3 + the fused kernel) and 1 rounding kernel (s u for dB).
 #include "gemm.cuh"
 #include "ops.cuh"
 
@@ -231,14 +235,49 @@ bool fused_fits(const FusedGemmArgs& p) {
 template <bool kBNMajor>
 void fused_gemm(const Context& ctx, const FusedGemmArgs& p) {
   constexpr size_t shared = fused_shared_bytes<kBNMajor>();
-  DIFFUSE_CUDA_CHECK(cudaFuncSetAttribute(fused_gemm_kernel<kBNMajor>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(shared)));
+  set_dynamic_shared(fused_gemm_kernel<kBNMajor>, shared, "fused LoRA GEMM");
   const dim3 grid(static_cast<unsigned>(ceil_div(p.N, kBN)), static_cast<unsigned>(ceil_div(p.M, kBM)));
   fused_gemm_kernel<kBNMajor><<<grid, kThreads, shared, ctx.stream>>>(p);
   DIFFUSE_LAUNCH_CHECK(fused_gemm_kernel);
 }
 
 bool use_fused(const Context& ctx) { return ctx.linear_kernel == LinearKernel::FUSED; }
+
+}  // namespace
+
+int64_t lora_pad(int rank) { return round_up(rank, kBK); }
+
+void pack_lora(const Context& ctx, const float* A, const float* B, int64_t in, int64_t out, int r, bf16* packed) {
+  const int64_t rp = lora_pad(r);
+  pack_bf16_kernel<<<grid_for(rp * in, 256, ctx), 256, 0, ctx.stream>>>(A, r, in, in, 1.f, packed, rp, in);
+  DIFFUSE_LAUNCH_CHECK(pack_bf16_kernel);
+  pack_bf16_kernel<<<grid_for(out * rp, 256, ctx), 256, 0, ctx.stream>>>(B, out, r, r, 1.f, packed + rp * in, out, rp);
+  DIFFUSE_LAUNCH_CHECK(pack_bf16_kernel);
+}
+
+namespace {
+
+// A and B in bf16: the adapter's copy (made once per optimiser step) or one made now.
+struct PackedLora {
+  BufferPtr own;
+  const bf16* A = nullptr;  // [lora_pad(r) x in]
+  const bf16* B = nullptr;  // [out x lora_pad(r)]
+  int64_t ld = 0;           // lora_pad(r): B's row stride
+};
+
+PackedLora packed_lora(const Context& ctx, const LoraParams& lora, int64_t in, int64_t out) {
+  PackedLora p;
+  p.ld = lora_pad(lora.rank);
+  const bf16* base = static_cast<const bf16*>(lora.packed);
+  if (!base) {
+    p.own = ctx.scratch(static_cast<size_t>(p.ld * (in + out)) * sizeof(bf16), "LoRA A and B in bf16");
+    pack_lora(ctx, lora.A, lora.B, in, out, lora.rank, Context::ptr<bf16>(p.own));
+    base = Context::ptr<bf16>(p.own);
+  }
+  p.A = base;
+  p.B = base + p.ld * in;
+  return p;
+}
 
 }  // namespace
 
@@ -255,25 +294,24 @@ void linear_forward(const Context& ctx, const bf16* x, const LinearWeight& W, co
     return;
   }
   const int r = lora.rank;
-  // u = x A^T, f32.
-  BufferPtr a_bf = pack_bf16(ctx, lora.A, r, W.in, W.in, 1.f, r, W.in, "LoRA A in bf16");
-  gemm(ctx, rows, r, W.in, x_op, {Context::ptr<bf16>(a_bf), DType::BF16, W.in, true}, {u, DType::F32, r}, 1.f, 0.f);
+  const PackedLora ab = packed_lora(ctx, lora, W.in, W.out);
+  // u = x A^T, f32 (A's first r rows).
+  gemm(ctx, rows, r, W.in, x_op, {ab.A, DType::BF16, W.in, true}, {u, DType::F32, r}, 1.f, 0.f);
 
   FusedGemmArgs f{x, W.in, w, W.in, W.in, nullptr, 0, nullptr, 0, 0, bias, y, W.out, rows, W.out, false};
   const int64_t rp = round_up(r, use_fused(ctx) ? kBK : 8);
   BufferPtr su = pack_bf16(ctx, u, rows, r, r, lora.scale, rows, rp, "LoRA s*u in bf16");
-  BufferPtr b_bf = pack_bf16(ctx, lora.B, W.out, r, r, 1.f, W.out, rp, "LoRA B in bf16");
   f.a2 = Context::ptr<bf16>(su);
   f.lda2 = rp;
-  f.b2 = Context::ptr<bf16>(b_bf);
-  f.ldb2 = rp;
+  f.b2 = ab.B;
+  f.ldb2 = ab.ld;
   f.k2 = rp;
   if (use_fused(ctx) && fused_fits(f)) {
     fused_gemm<false>(ctx, f);
     return;
   }
   gemm(ctx, rows, W.out, W.in, x_op, w_op, y_out, 1.f, 0.f, bias);
-  gemm(ctx, rows, W.out, rp, {f.a2, DType::BF16, rp, false}, {f.b2, DType::BF16, rp, true}, y_out, 1.f, 1.f);
+  gemm(ctx, rows, W.out, rp, {f.a2, DType::BF16, rp, false}, {ab.B, DType::BF16, ab.ld, true}, y_out, 1.f, 1.f);
 }
 
 void linear_backward(const Context& ctx, const bf16* dy, const bf16* x, const LinearWeight& W, const LoraParams& lora,
@@ -290,30 +328,30 @@ void linear_backward(const Context& ctx, const bf16* dy, const bf16* x, const Li
   }
   const int r = lora.rank;
   const int64_t rp = round_up(r, use_fused(ctx) ? kBK : 8);
-  // g = dy B (f32, padded columns come out zero), then s g in bf16.
-  BufferPtr b_bf = pack_bf16(ctx, lora.B, W.out, r, r, 1.f, W.out, rp, "LoRA B in bf16");
-  BufferPtr g = ctx.scratch(static_cast<size_t>(rows * rp) * sizeof(float), "LoRA g = dy B");
-  gemm(ctx, rows, rp, W.out, dy_op, {Context::ptr<bf16>(b_bf), DType::BF16, rp, false}, {Context::ptr<float>(g), DType::F32, rp},
-       1.f, 0.f);
-  BufferPtr sg = pack_bf16(ctx, Context::ptr<float>(g), rows, rp, rp, lora.scale, rows, rp, "LoRA s*g in bf16");
-  BufferPtr a_bf = pack_bf16(ctx, lora.A, r, W.in, W.in, 1.f, rp, W.in, "LoRA A in bf16");
+  const PackedLora ab = packed_lora(ctx, lora, W.in, W.out);
+  // s g = s (dy B) in bf16 straight from the GEMM (alpha = s, f32 accumulation, one rounding);
+  // the padded columns come out zero.
+  BufferPtr sg = ctx.scratch(static_cast<size_t>(rows * rp) * sizeof(bf16), "LoRA s*g in bf16");
+  gemm(ctx, rows, rp, W.out, dy_op, {ab.B, DType::BF16, ab.ld, false}, {Context::ptr<bf16>(sg), DType::BF16, rp}, lora.scale, 0.f);
   const bf16* sg_p = Context::ptr<bf16>(sg);
-  const bf16* a_p = Context::ptr<bf16>(a_bf);
 
-  // dx (= or +=) dy W + (s g) A
-  const FusedGemmArgs f{dy, W.out, w, W.in, W.out, sg_p, rp, a_p, W.in, rp, nullptr, dx, W.in, rows, W.in, accumulate};
+  // dx (= or +=) dy W + (s g) A   (A's first rp rows; rows past r are zero)
+  const FusedGemmArgs f{dy, W.out, w, W.in, W.out, sg_p, rp, ab.A, W.in, rp, nullptr, dx, W.in, rows, W.in, accumulate};
   if (use_fused(ctx) && fused_fits(f)) {
     fused_gemm<true>(ctx, f);
   } else {
     gemm(ctx, rows, W.in, W.out, dy_op, w_op, dx_out, 1.f, beta);
-    gemm(ctx, rows, W.in, rp, {sg_p, DType::BF16, rp, false}, {a_p, DType::BF16, W.in, false}, dx_out, 1.f, 1.f);
+    gemm(ctx, rows, W.in, rp, {sg_p, DType::BF16, rp, false}, {ab.A, DType::BF16, W.in, false}, dx_out, 1.f, 1.f);
   }
-  // dA [r x in] += (s g)^T x;  dB [out x r] += dy^T (s u)
-  gemm(ctx, r, W.in, rows, {sg_p, DType::BF16, rp, true}, {x, DType::BF16, W.in, false}, {grads.dA, DType::F32, W.in}, 1.f,
-       1.f);
-  BufferPtr su = pack_bf16(ctx, u, rows, r, r, lora.scale, rows, rp, "LoRA s*u in bf16");
-  gemm(ctx, W.out, r, rows, {dy, DType::BF16, W.out, true}, {Context::ptr<bf16>(su), DType::BF16, rp, false},
-       {grads.dB, DType::F32, r}, 1.f, 1.f);
+  // dA [r x in] += (s g)^T x;  dB [out x r] += dy^T (s u)  -- each only when asked for, as on the CPU.
+  if (grads.dA)
+    gemm(ctx, r, W.in, rows, {sg_p, DType::BF16, rp, true}, {x, DType::BF16, W.in, false}, {grads.dA, DType::F32, W.in},
+         1.f, 1.f);
+  if (grads.dB) {
+    BufferPtr su = pack_bf16(ctx, u, rows, r, r, lora.scale, rows, rp, "LoRA s*u in bf16");
+    gemm(ctx, W.out, r, rows, {dy, DType::BF16, W.out, true}, {Context::ptr<bf16>(su), DType::BF16, rp, false},
+         {grads.dB, DType::F32, r}, 1.f, 1.f);
+  }
 }
 
 }  // namespace cuda

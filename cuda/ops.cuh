@@ -31,6 +31,9 @@ void linear_forward(const Context& ctx, const bf16* x, const LinearWeight& W, co
 void linear_backward(const Context& ctx, const bf16* dy, const bf16* x, const LinearWeight& W,
                      const LoraParams& lora, const float* u, bf16* dx, bool accumulate, const LoraGrads& grads,
                      int64_t rows);
+// LoraParams::packed: A [lora_pad(r) x in] then B [out x lora_pad(r)], bf16, zero-padded.
+int64_t lora_pad(int rank);
+void pack_lora(const Context& ctx, const float* A, const float* B, int64_t in, int64_t out, int rank, bf16* packed);
 
 // rope.cu
 void rope_forward(const Context& ctx, bf16* x, const int32_t* pos, const float* inv_freq, int64_t rows, int heads,
@@ -69,7 +72,7 @@ void sample(const Context& ctx, const bf16* hidden, const LinearWeight& head, co
 // adamw.cu
 void adamw_update(const Context& ctx, float* param, const float* grad, float* m, float* v, int64_t n,
                   const AdamWParams& params);
-double sum_squares(const Context& ctx, const float* x, int64_t n);
+double sum_squares_many(const Context& ctx, const float* const* xs, const int64_t* ns, int count);
 
 }  // namespace cuda
 }  // namespace diffuse

@@ -124,7 +124,11 @@ export interface NativeModel {
   createAdapter(options: { rank: number; alpha: number; targetModules: string[]; seed: number }): Promise<NativeAdapter>;
   createSession(options: { adapter?: NativeAdapter | null; capacity?: number }): Promise<NativeSession>;
   info(): { device: string; weightBytes: number };
-  setActivationBudget(bytes: number): void;
+  /** Bytes of activations a step keeps for the backward (layers past it are recomputed); null
+   * goes back to the default, derived at each step from the device's available memory. */
+  setActivationBudget(bytes: number | null): void;
+  /** The budget the next step would use: the one set, or the default for the memory available now. */
+  activationBudget(): number;
   dispose(): void;
 }
 
@@ -215,7 +219,8 @@ export interface NativeOps {
     m: Float32Array;
     v: Float32Array;
   };
-  sumSquares(x: Float32Array): number;
+  /** The sum of squares of one tensor, or of several in one pass (in double). */
+  sumSquares(x: Float32Array | Float32Array[]): number;
 }
 
 export interface LogprobArgs {
@@ -255,6 +260,8 @@ export interface NativeAddon {
   threadCount(): number;
   gemmIsa(): string;
   cudaStatus(): CudaStatus;
+  /** The default activation budget when `availableBytes` of device memory are free (engine/model.h). */
+  defaultActivationBudget(availableBytes: number): number;
 }
 
 /** The package root (where package.json, build/ and prebuilds/ live). */

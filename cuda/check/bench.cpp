@@ -12,6 +12,7 @@
 #include "check/check.h"
 #include "engine/adapter.h"
 #include "engine/config.h"
+#include "engine/errors.h"
 #include "engine/model.h"
 #include "engine/weights.h"
 
@@ -191,7 +192,8 @@ Json bench_lora(Backend& gpu, const Peaks& peaks, bool quick) {
                                {"llama-2-13b", "down", 13824, 5120}};
   if (!quick) shapes.insert(shapes.begin(), {{"llama-2-7b", "q/k/v/o", 4096, 4096}, {"llama-2-7b", "gate/up", 4096, 11008},
                                              {"llama-2-7b", "down", 11008, 4096}});
-  const std::vector<int64_t> row_counts = quick ? std::vector<int64_t>{2048} : std::vector<int64_t>{512, 2048};
+  // 64 rows: the RNG task's size, where the rank-r launches weigh most against the weight reads.
+  const std::vector<int64_t> row_counts = quick ? std::vector<int64_t>{64, 2048} : std::vector<int64_t>{64, 512, 2048};
   Json out = Json::array();
   uint64_t seed = 500;
   for (int64_t T : row_counts) {
@@ -213,7 +215,9 @@ Json bench_lora(Backend& gpu, const Peaks& peaks, bool quick) {
         BufferPtr u = gpu.alloc(T * r * 4, "u"), dA = gpu.alloc(r * sh.in * 4, "dA"), dB = gpu.alloc(sh.out * r * 4, "dB");
         gpu.zero(dA->data(), dA->bytes());
         gpu.zero(dB->data(), dB->bytes());
-        const LoraParams lp{A->as<float>(), B->as<float>(), r, 2.f};
+        BufferPtr packed;  // as an adapter holds them: packed once per optimiser step
+        gpu.pack_lora(A->as<float>(), B->as<float>(), sh.in, sh.out, r, packed);
+        const LoraParams lp{A->as<float>(), B->as<float>(), r, 2.f, packed->data()};
         const LoraGrads lg{dA->as<float>(), dB->as<float>()};
         for (const char* kernel : {"cublaslt", "fused"}) {
           CudaExtras::set_linear_kernel(gpu, kernel);
@@ -282,7 +286,7 @@ Json bench_logprobs(Backend& gpu, const Peaks& peaks, bool quick) {
   return out;
 }
 
-Json bench_steps(const Peaks& peaks, bool quick) {
+Json bench_steps(const Peaks& peaks, bool quick, const std::vector<TokenTask>& token_tasks) {
   std::printf("(c) full training steps, Llama-2-13B shapes, random init, LoRA r=4 on all 7 modules\n");
   Json out = Json::array();
   const ModelConfig c = llama2(true);
@@ -291,27 +295,39 @@ Json bench_steps(const Peaks& peaks, bool quick) {
   const auto t0 = std::chrono::steady_clock::now();
   Model model(std::move(be), c, init_sources(c, 2024, 0.02));
   model.backend().synchronize();
-  std::printf("  model made on the device in %.1f s (%.1f GiB of bf16 weights)\n",
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), model.weight_bytes() / kGiB);
-  model.set_activation_budget(static_cast<size_t>(24 * kGiB));
+  std::printf("  model made on the device in %.1f s (%.1f GiB of bf16 weights); default activation budget %.1f GiB\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), model.weight_bytes() / kGiB,
+              model.activation_budget() / kGiB);
   AdapterOptions opts;
   opts.rank = 4;
   opts.alpha = 8;
   Adapter adapter(model.backend(), c, opts);
 
+  // The built-in workloads, or the token tasks both stacks train on (bench/gpu/peft_side.py).
   struct Task {
-    const char* name;
-    int targets, max_len, first_choices;
+    std::string name;
+    Batch batch;
   };
-  std::vector<Task> tasks = {{"rng 1-10 (10 targets, 40-token prompt)", 10, 1, 10}, {"baby names (200 targets, 40-token prompt)", 200, 3, 40}};
+  std::vector<Task> tasks;
+  if (token_tasks.empty()) {
+    Rng rng(31);
+    tasks.push_back({"rng 1-10 (10 targets, 40-token prompt)", workload(rng, 10, 1, 10, static_cast<int32_t>(c.vocab))});
+    tasks.push_back({"baby names (200 targets, 40-token prompt)", workload(rng, 200, 3, 40, static_cast<int32_t>(c.vocab))});
+  }
+  for (const TokenTask& t : token_tasks) {
+    for (const auto& target : t.targets)
+      for (int32_t id : target) require(id < c.vocab, "token task " + t.name + ": a token id is past the vocabulary (32000)");
+    tasks.push_back({t.name, trie_batch(t.prompt, t.targets, t.weights)});
+  }
   const int64_t lin_params = c.hidden * c.q_dim() + 2 * c.hidden * c.kv_dim() + c.q_dim() * c.hidden + 3 * c.hidden * c.intermediate;
   // sum over the seven adapted modules of (in + out): the rank-r products cost 2 T r (in + out)
   // forward (u, its term) and twice that backward (g, s g A, dA, dB).
   const int64_t lora_dims = (c.hidden + c.q_dim()) + 2 * (c.hidden + c.kv_dim()) + (c.q_dim() + c.hidden) +
                             2 * (c.hidden + c.intermediate) + (c.intermediate + c.hidden);
+  AdamWParams hp;
+  hp.lr = 5e-5;
   for (const Task& task : tasks) {
-    Rng rng(31);
-    const Batch batch = workload(rng, task.targets, task.max_len, task.first_choices, static_cast<int32_t>(c.vocab));
+    const Batch& batch = task.batch;
     std::vector<int32_t> offsets, keys;
     key_lists(batch, offsets, keys);
     const double T = static_cast<double>(batch.tokens.size());
@@ -321,32 +337,52 @@ Json bench_steps(const Peaks& peaks, bool quick) {
     // input gradients, the rank-r products, attention, and the LM head at parent rows.
     const double flops = 4.0 * T * c.layers * lin_params + 2.0 * T * opts.rank * lora_dims * c.layers * 3 +
                          12.0 * keys.size() * c.heads * c.head_dim * c.layers + 6.0 * P * c.vocab * c.hidden;
-    for (int i = 0; i < 2; ++i) {
-      adapter.zero_grads();
-      model.step(batch, adapter, Objective{});
-    }
-    CudaExtras::reset_peak(*raw);
-    std::vector<double> times;
-    int64_t recomputed = 0;
-    for (int i = 0; i < (quick ? 3 : 7); ++i) {
+    // One optimiser step as lib/train runs it: zero the gradients, forward + backward, the
+    // global gradient norm (one wait), the clipped AdamW update (which repacks A and B).
+    double loss = 0, norm = 0;
+    auto optimiser_step = [&](double& step_s) {
       adapter.zero_grads();
       const auto s0 = std::chrono::steady_clock::now();
-      recomputed = model.step(batch, adapter, Objective{}).recomputed_layers;
-      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count());
+      const StepResult r = model.step(batch, adapter, Objective{});
+      model.backend().synchronize();
+      step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
+      loss = r.loss;
+      norm = std::sqrt(adapter.grad_sum_squares());
+      hp.grad_scale = std::min(1.0, 1.0 / (norm + 1e-6));
+      adapter.adamw_step(hp);
+      hp.step += 1;
+      return r.recomputed_layers;
+    };
+    double ignored = 0;
+    for (int i = 0; i < 2; ++i) optimiser_step(ignored);
+    CudaExtras::reset_peak(*raw);
+    std::vector<double> step_times, total_times;
+    int64_t recomputed = 0;
+    for (int i = 0; i < (quick ? 3 : 7); ++i) {
+      const auto s0 = std::chrono::steady_clock::now();
+      double step_s = 0;
+      recomputed = optimiser_step(step_s);
+      model.backend().synchronize();
+      total_times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count());
+      step_times.push_back(step_s);
     }
-    std::sort(times.begin(), times.end());
-    const double t = times[times.size() / 2];
+    std::sort(step_times.begin(), step_times.end());
+    std::sort(total_times.begin(), total_times.end());
+    const double t = step_times[step_times.size() / 2], total = total_times[total_times.size() / 2];
     size_t in_use = 0, peak = 0, reserved = 0;
     CudaExtras::memory(*raw, &in_use, &peak, &reserved);
     const double mfu = flops / t / 1e12 / peaks.gemm_tflops;
     Json o = Json::object();
     o.add("task", task.name).add("rows", static_cast<int64_t>(T)).add("edges", static_cast<int64_t>(batch.edge_rows.size()));
-    o.add("parents", static_cast<int64_t>(P)).add("step_ms", t * 1e3).add("peak_gib", peak / kGiB).add("reserved_gib", reserved / kGiB);
+    o.add("parents", static_cast<int64_t>(P)).add("step_ms", t * 1e3).add("optimiser_step_ms", total * 1e3);
+    o.add("peak_gib", peak / kGiB).add("reserved_gib", reserved / kGiB).add("activation_budget_gib", model.activation_budget() / kGiB);
     o.add("model_tflop", flops / 1e12).add("tflops", flops / t / 1e12).add("mfu", mfu).add("recomputed_layers", recomputed);
+    o.add("last_loss", loss).add("last_grad_norm", norm);
     out.push(o);
-    std::printf("  %-44s %5.0f rows %5zu edges: step %8.2f ms, %.2f TFLOP -> %.0f TFLOP/s, MFU %.1f%%, peak %.1f GiB%s\n", task.name, T,
-                batch.edge_rows.size(), t * 1e3, flops / 1e12, flops / t / 1e12, 100 * mfu, peak / kGiB,
-                recomputed ? (", " + std::to_string(recomputed) + " layers recomputed").c_str() : "");
+    std::printf("  %-44s %5.0f rows %5zu edges: step %8.2f ms (with norm + AdamW %8.2f ms), %.2f TFLOP -> %.0f TFLOP/s, MFU %.1f%%, "
+                "peak %.1f GiB%s\n",
+                task.name.c_str(), T, batch.edge_rows.size(), t * 1e3, total * 1e3, flops / 1e12, flops / t / 1e12, 100 * mfu,
+                peak / kGiB, recomputed ? (", " + std::to_string(recomputed) + " layers recomputed").c_str() : "");
     std::fflush(stdout);
   }
   return out;

@@ -130,11 +130,30 @@ Batch trie_batch(const std::vector<int32_t>& prompt, const std::vector<std::vect
 std::vector<std::vector<int32_t>> random_targets(Rng& rng, int count, int max_len, int first_choices, int32_t vocab,
                                                  int32_t eos);
 
-// ------------------------------------------------------------------ the three parts
+// A tokenized task for the training-step benchmark, as bench/gpu/peft_side.py writes it for
+// both stacks (so both train on the same token ids). Whitespace-separated text:
+//   diffuse-token-task 1
+//   name <one word>
+//   prompt <n> <id> x n
+//   target <weight> <n> <id> x n        (one line per target)
+struct TokenTask {
+  std::string name;
+  std::vector<int32_t> prompt;
+  std::vector<std::vector<int32_t>> targets;
+  std::vector<float> weights;  // normalised to sum to 1
+};
+// Throws INVALID_ARGUMENT naming the file and what is wrong with it.
+TokenTask read_token_task(const std::string& path);
+
+// ------------------------------------------------------------------ the parts
 struct Options {
-  bool checks = true;
-  bool bench = true;
-  bool quick = false;  // smaller benchmark set, for a tight device budget
+  bool checks = true;     // (a) ops and (b) the model, CPU vs CUDA
+  bool bench = true;      // (c) peaks, kernels, LoRA linear, log-probs
+  bool steps = true;      // (c) full optimiser steps at Llama-2-13B shapes
+  bool quick = false;     // smaller benchmark set, for a tight device budget
+  std::vector<std::string> token_tasks;  // the steps' workloads instead of the built-in ones
+  std::string mode = "all";              // the parts run: all, checks, bench or steps
+  std::string tag;                       // names the result file: <device>-<tag>.json
   std::string out_dir = "bench/results";
   std::string commit = "unknown";
 };
@@ -149,7 +168,7 @@ Peaks measure_peaks();
 Json bench_kernels(Backend& gpu, const Peaks& peaks, bool quick);
 Json bench_lora(Backend& gpu, const Peaks& peaks, bool quick);
 Json bench_logprobs(Backend& gpu, const Peaks& peaks, bool quick);
-Json bench_steps(const Peaks& peaks, bool quick);
+Json bench_steps(const Peaks& peaks, bool quick, const std::vector<TokenTask>& tasks);
 
 // A backend on CUDA device 0 (throws with the library's reason when it cannot).
 std::unique_ptr<Backend> make_gpu();

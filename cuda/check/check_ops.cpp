@@ -89,19 +89,24 @@ void check_attention(Report& report, Backend& cpu, Backend& gpu, Rng& rng, const
 }
 
 void check_linear(Report& report, Backend& cpu, Backend& gpu, Rng& rng, const char* kernel, int64_t rows, int64_t in,
-                  int64_t out, int rank, float scale, bool bias, bool accumulate) {
+                  int64_t out, int rank, float scale, bool bias, bool accumulate, bool packed = false) {
   const std::string name = std::string("linear[") + kernel + "] " + std::to_string(rows) + "x" + std::to_string(in) + "->" +
-                           std::to_string(out) + " r=" + std::to_string(rank) + (bias ? " +bias" : "");
+                           std::to_string(out) + " r=" + std::to_string(rank) + (bias ? " +bias" : "") +
+                           (packed ? " (A, B packed once)" : "");
   const auto x = rng.normal(rows * in), w = rng.normal(out * in, 0.05f), b = rng.normal(out, 0.5f);
   const float bound = 1.f / std::sqrt(static_cast<float>(in));
   const auto A = rng.uniform(std::max(rank, 1) * in, -bound, bound), B = rng.normal(out * std::max(rank, 1), 0.2f);
   const auto dy = rng.normal(rows * out), dx0 = rng.normal(rows * in);
   const auto dA0 = rng.normal(std::max(rank, 1) * in, 0.1f), dB0 = rng.normal(out * std::max(rank, 1), 0.1f);
+  // With `packed`, A and B go through Backend::pack_lora as an adapter's do (held in pk).
+  BufferPtr pk;
   auto lora = [&](Dev& d, BufferPtr& a, BufferPtr& bb) {
     if (rank == 0) return LoraParams{};
     a = d.f32(A);
     bb = d.f32(B);
-    return LoraParams{a->as<float>(), bb->as<float>(), rank, scale};
+    pk.reset();
+    if (packed) d.be.pack_lora(a->as<float>(), bb->as<float>(), in, out, rank, pk);
+    return LoraParams{a->as<float>(), bb->as<float>(), rank, scale, pk ? pk->data() : nullptr};
   };
   std::vector<std::string> names = {"y"};
   std::vector<double> tols = {1e-2};
@@ -264,6 +269,9 @@ void check_ops(Backend& cpu, Backend& gpu, Report& report) {
     check_linear(report, cpu, gpu, rng, kernel, 50, 256, 160, 4, 2.f, true, false);
     check_linear(report, cpu, gpu, rng, kernel, 130, 192, 264, 16, 0.5f, false, true);
     check_linear(report, cpu, gpu, rng, kernel, 7, 100, 60, 3, 1.f, true, true);  // no fused fit: the fallback
+    check_linear(report, cpu, gpu, rng, kernel, 50, 256, 160, 4, 2.f, true, false, true);
+    check_linear(report, cpu, gpu, rng, kernel, 130, 192, 264, 16, 0.5f, false, true, true);
+    check_linear(report, cpu, gpu, rng, kernel, 7, 100, 60, 3, 1.f, true, true, true);
   }
   CudaExtras::set_linear_kernel(gpu, "cublaslt");
   {
@@ -288,6 +296,8 @@ void check_ops(Backend& cpu, Backend& gpu, Report& report) {
   check_attention(report, cpu, gpu, rng, "prompt 70 + trie 40, MHA 4, hd 128", 70, 40, 4, 4, 128, 0);
   check_attention(report, cpu, gpu, rng, "session: last 20 of 90 rows, GQA 32/1, hd 64", 50, 40, 32, 1, 64, 70);
   check_attention(report, cpu, gpu, rng, "prompt 33 + trie 20, GQA 4/2, hd 256", 33, 20, 4, 2, 256, 0);
+  // Many query rows per key tile and more than one chunk of rows (the key-major dk / dv pass).
+  check_attention(report, cpu, gpu, rng, "long prompt 300 + trie 30, GQA 8/2, hd 128", 300, 30, 8, 2, 128, 0);
   for (int64_t n : {10000, 999}) {
     const auto g = rng.normal(n, 2.f), u = rng.normal(n), dh = rng.normal(n);
     const std::string name = "swiglu " + std::to_string(n);
@@ -336,6 +346,20 @@ void check_ops(Backend& cpu, Backend& gpu, Report& report) {
     auto gc = c.f32(g), gg = gd.f32(g);
     const double sc = cpu.sum_squares(gc->as<float>(), n), sg = gpu.sum_squares(gg->as<float>(), n);
     report.check("sum of squares 10007 (double accumulation)", std::abs(sg - sc) / sc, 1e-9);
+    // Many tensors in one pass: more than one launch's 128, empty ones among them.
+    std::vector<BufferPtr> cb, gb;
+    std::vector<const float*> cx, gx;
+    std::vector<int64_t> ns;
+    for (int i = 0; i < 300; ++i) {
+      const auto x = rng.normal(i % 7 == 0 ? 0 : 1 + (i * 37) % 5000, 1.f + i % 5);
+      cb.push_back(c.f32(x));
+      gb.push_back(gd.f32(x));
+      cx.push_back(cb.back()->as<float>());
+      gx.push_back(gb.back()->as<float>());
+      ns.push_back(static_cast<int64_t>(x.size()));
+    }
+    const double mc = cpu.sum_squares_many(cx.data(), ns.data(), 300), mg = gpu.sum_squares_many(gx.data(), ns.data(), 300);
+    report.check("sum of squares of 300 tensors in one pass", std::abs(mg - mc) / mc, 1e-9);
   }
   {
     // Out of memory: a typed error naming the allocation, and the backend still works after.

@@ -1,8 +1,11 @@
+#include <cmath>
+#include <fstream>
 #include <map>
 #include <set>
 
 #include "check/check.h"
 #include "engine/config.h"
+#include "engine/errors.h"
 #include "engine/model.h"
 #include "engine/weights.h"
 
@@ -97,6 +100,46 @@ std::vector<std::vector<int32_t>> random_targets(Rng& rng, int count, int max_le
     if (seen.insert(t).second) out.push_back(t);
   }
   return out;
+}
+
+TokenTask read_token_task(const std::string& path) {
+  std::ifstream in(path);
+  auto bad = [&](const std::string& what) {
+    return Error(ErrorCode::INVALID_ARGUMENT, "token task " + path + ": " + what + " (see TokenTask in cuda/check/check.h)");
+  };
+  if (!in) throw bad("cannot be read");
+  std::string magic, key;
+  int version = 0;
+  if (!(in >> magic >> version) || magic != "diffuse-token-task" || version != 1) throw bad("does not start with 'diffuse-token-task 1'");
+  TokenTask t;
+  auto ids = [&](std::vector<int32_t>& out) {
+    int64_t n = 0;
+    if (!(in >> n) || n <= 0 || n > 1'000'000) throw bad("a token count is missing or out of range");
+    out.resize(static_cast<size_t>(n));
+    for (int32_t& id : out)
+      if (!(in >> id) || id < 0) throw bad("a token id is missing or negative");
+  };
+  while (in >> key) {
+    if (key == "name") {
+      if (!(in >> t.name)) throw bad("'name' has no value");
+    } else if (key == "prompt") {
+      ids(t.prompt);
+    } else if (key == "target") {
+      float w = 0;
+      if (!(in >> w) || !(w > 0) || !std::isfinite(w)) throw bad("a target weight is missing or not positive");
+      t.targets.emplace_back();
+      ids(t.targets.back());
+      t.weights.push_back(w);
+    } else {
+      throw bad("unknown key '" + key + "'");
+    }
+  }
+  if (t.prompt.empty() || t.targets.empty()) throw bad("needs a prompt and at least one target");
+  double total = 0;
+  for (float w : t.weights) total += w;
+  for (float& w : t.weights) w = static_cast<float>(w / total);
+  if (t.name.empty()) t.name = path;
+  return t;
 }
 
 }  // namespace check

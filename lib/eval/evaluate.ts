@@ -27,6 +27,7 @@ export interface EvalTask {
   prompts: TargetRequest[];
 }
 
+/** What evaluate measures: samples per prompt and their settings, the adapter, bootstrap and coverage sizes. */
 export interface EvaluateOptions extends Omit<SampleOptions, 'n' | 'onProgress' | 'adapter'> {
   adapter?: Adapter;
   /** Samples per prompt (default 0: exact measures only). */
@@ -41,6 +42,7 @@ export interface EvaluateOptions extends Omit<SampleOptions, 'n' | 'onProgress' 
   warn?: (message: string) => void;
 }
 
+/** One sample kept in an evaluation (keepSamples). */
 export interface SampleRecord {
   text: string;
   answer?: string;
@@ -49,6 +51,7 @@ export interface SampleRecord {
   tokens: number;
 }
 
+/** A prompt's sampled measures (coverage, entropy, validity, diversity) and how its samples ended. */
 export interface PromptSampled extends SampledMetrics {
   /** How the samples ended. */
   finishReasons: Record<FinishReason, number>;
@@ -59,6 +62,7 @@ export interface PromptSampled extends SampledMetrics {
   samples?: SampleRecord[];
 }
 
+/** One prompt's measures: exact (when it has targets) and sampled (when samples were drawn). */
 export interface PromptEvaluation {
   request: string;
   targets: string[];
@@ -66,6 +70,7 @@ export interface PromptEvaluation {
   sampled?: PromptSampled;
 }
 
+/** A task's exact measures, means over its prompts with targets. */
 export interface TaskExact {
   /** Means over the task's prompts with targets. */
   entropy: number;
@@ -77,6 +82,7 @@ export interface TaskExact {
   distribution?: { target: string; prob: number; weight: number }[];
 }
 
+/** A task's sampled measures, means over its prompts with bootstrap intervals. */
 export interface TaskSampled {
   /** Samples per prompt. */
   n: number;
@@ -93,6 +99,7 @@ export interface TaskSampled {
   fields?: FieldMetrics[];
 }
 
+/** One task's measures: per prompt and over the task. */
 export interface TaskEvaluation {
   task: string;
   prompts: PromptEvaluation[];
@@ -100,6 +107,7 @@ export interface TaskEvaluation {
   sampled?: TaskSampled;
 }
 
+/** The sampling settings an evaluation used. */
 export interface EvaluationSettings {
   samples: number;
   temperature: number;
@@ -109,6 +117,7 @@ export interface EvaluationSettings {
   seed: number;
 }
 
+/** What evaluate returns: the model, the settings, every task's measures, and the sampling speed. */
 export interface Evaluation {
   model: string;
   device: string;

@@ -51,6 +51,7 @@ export function answerGroups(targets: readonly string[]): number {
 
 // ---- exact metrics ---------------------------------------------------------------------------
 
+/** One target's probability under the model beside p*. */
 export interface ExactTarget {
   target: string;
   /** pθ(target | prompt), as generated (not renormalised). */
@@ -60,6 +61,7 @@ export interface ExactTarget {
   weight: number;
 }
 
+/** A prompt's exact measures over its target set: entropy, KL, mass outside, expected coverage, the distribution. */
 export interface ExactMetrics {
   /** Entropy (nats) of pθ renormalised over the target set. */
   entropy: number;
@@ -99,11 +101,13 @@ export interface ValueCount {
   count: number;
 }
 
+/** One distinct sampled answer with its count. */
 export interface SampledAnswer extends ValueCount {
   /** In the target set (always true when there is none). */
   valid: boolean;
 }
 
+/** Measures of N samples of one prompt. */
 export interface SampledMetrics {
   /** Samples drawn (N). */
   n: number;
@@ -341,6 +345,7 @@ export function parseBiography(text: string): Biography {
   return bio;
 }
 
+/** One biography field's coverage, entropy and most frequent values (the paper's Table 2). */
 export interface FieldMetrics {
   field: BiographyField;
   /** Samples in which the field was found. */

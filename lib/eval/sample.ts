@@ -16,6 +16,7 @@ import type { Adapter } from '../model/adapter.js';
 import type { Model } from '../model/model.js';
 import type { ChatMessage } from '../tokenizer/index.js';
 
+/** How samples are drawn: how many, temperature, top-k, top-p, length, seed, adapter. */
 export interface SampleOptions {
   /** How many samples. */
   n: number;
@@ -37,8 +38,10 @@ export interface SampleOptions {
   onProgress?: (finishedSamples: number, generatedTokens: number) => void;
 }
 
+/** Why a sample ended: 'stop' at an end-of-turn token, 'length' at maxTokens. */
 export type FinishReason = 'stop' | 'length';
 
+/** One sampled continuation as token ids. */
 export interface TokenSample {
   /** The generated token ids, without the stop token. */
   tokens: number[];
@@ -57,11 +60,13 @@ export interface TokenSampling {
   seconds: number;
 }
 
+/** One sampled continuation, decoded. */
 export interface TextSample extends TokenSample {
   /** The decoded continuation, special tokens left out. */
   text: string;
 }
 
+/** What sample returns: the samples and what they cost. */
 export interface Sampling extends Omit<TokenSampling, 'samples'> {
   samples: TextSample[];
 }

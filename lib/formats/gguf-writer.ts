@@ -4,7 +4,8 @@
  * offsets relative to the data section), then each tensor's data padded to the alignment (32).
  * The file is written atomically (a temporary file renamed over the target).
  */
-import { f16BitsOf, writeFileAtomically } from './safetensors-writer.js';
+import { writeFileAtomically } from '../atomic-write.js';
+import { f16BitsOf } from './safetensors-writer.js';
 
 export type GgufMeta = { type: 'string'; value: string } | { type: 'u32'; value: number } | { type: 'f32'; value: number };
 

@@ -5,11 +5,14 @@
  */
 import { DiffuseError, InvalidArgumentError, nativeCall } from '../errors.js';
 import type { NativeAdamW, NativeAdapter, NativeAdapterTensor, TensorPart } from '../native.js';
+import { loraDefaults } from '../train/defaults.js';
 
 /** The linear layers LoRA can adapt, in PEFT's names. */
 export const loraModules = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+/** A projection LoRA can adapt, in PEFT names. */
 export type LoraModule = (typeof loraModules)[number];
 
+/** A fresh adapter: rank, alpha, the projections adapted, and the seed of A. */
 export interface AdapterOptions {
   /** LoRA rank r (default 4, the paper's). */
   rank?: number;
@@ -22,10 +25,10 @@ export interface AdapterOptions {
 }
 
 export function checkAdapterOptions(options: AdapterOptions): Required<AdapterOptions> {
-  const rank = options.rank ?? 4;
-  const alpha = options.alpha ?? 8;
+  const rank = options.rank ?? loraDefaults.rank;
+  const alpha = options.alpha ?? loraDefaults.alpha;
   const targetModules = options.targetModules ?? [...loraModules];
-  const seed = options.seed ?? 0;
+  const seed = options.seed ?? loraDefaults.seed;
   if (!Number.isInteger(rank) || rank < 1 || rank > 4096) throw new InvalidArgumentError(`LoRA rank must be an integer from 1 to 4096, not ${rank}`);
   if (!Number.isFinite(alpha) || alpha <= 0) throw new InvalidArgumentError(`LoRA alpha must be a positive number, not ${alpha}`);
   if (!Array.isArray(targetModules) || targetModules.length === 0) throw new InvalidArgumentError('targetModules must list at least one module');
@@ -35,6 +38,7 @@ export function checkAdapterOptions(options: AdapterOptions): Required<AdapterOp
   return { rank, alpha, targetModules: [...new Set(targetModules)], seed };
 }
 
+/** One A or B matrix: engine name, layer, projection, shape and PEFT key. */
 export interface AdapterTensor extends NativeAdapterTensor {
   /** PEFT's key: base_model.model.model.layers.{i}.{self_attn|mlp}.{module}.lora_{A|B}.weight */
   peftKey: string;
@@ -45,9 +49,13 @@ export function peftKey(t: NativeAdapterTensor): string {
   return `base_model.model.model.layers.${t.layer}.${block}.${t.module}.${t.name.endsWith('lora_A') ? 'lora_A' : 'lora_B'}.weight`;
 }
 
+/** A LoRA adapter in its model's engine memory: y = x Wᵀ + (α/r)·(x Aᵀ) Bᵀ on each adapted projection. */
 export class Adapter {
+  /** LoRA rank r. */
   readonly rank: number;
+  /** LoRA alpha; updates are scaled by alpha / rank. */
   readonly alpha: number;
+  /** The projections adapted, in PEFT names. */
   readonly targetModules: LoraModule[];
   /** @internal the engine object */
   readonly native: NativeAdapter;
@@ -77,10 +85,12 @@ export class Adapter {
       .tensors.map((t) => ({ ...t, peftKey: peftKey(t) }));
   }
 
+  /** A copy of one matrix (by engine name, see tensors()): its parameters, or with `part` its gradient ('grad') or AdamW moments ('m', 'v'). */
   getTensor(name: string, part: TensorPart = 'param'): Promise<Float32Array> {
     return nativeCall(() => this.live().getTensor(name, part));
   }
 
+  /** Overwrites one matrix (or its gradient or AdamW moment) with `values`, row-major in the shape tensors() gives. */
   setTensor(name: string, values: Float32Array, part: TensorPart = 'param'): Promise<void> {
     return nativeCall(() => this.live().setTensor(name, values, part));
   }
@@ -100,6 +110,7 @@ export class Adapter {
     return nativeCall(() => this.live().adamwStep(params));
   }
 
+  /** Frees the adapter's engine memory. */
   dispose(): void {
     if (!this.disposed) this.native.dispose();
     this.disposed = true;

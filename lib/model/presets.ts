@@ -7,6 +7,7 @@
 import { InvalidArgumentError } from '../errors.js';
 import type { EngineConfig, TensorSource } from '../native.js';
 
+/** The known shapes random weights can take. */
 export type PresetName = 'llama-2-7b' | 'llama-2-13b' | 'mistral-7b' | 'smollm2-135m';
 
 const llama2Base = {

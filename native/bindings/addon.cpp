@@ -48,6 +48,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     return Napi::String::New(info.Env(), gemm_isa());
   }));
   exports.Set("cudaStatus", Napi::Function::New(env, CudaStatusJs));
+  exports.Set("defaultActivationBudget", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsNumber() || !(info[0].As<Napi::Number>().DoubleValue() >= 0))
+      throw_invalid(env, "defaultActivationBudget(availableBytes) needs a non-negative number");
+    return Napi::Number::New(env, static_cast<double>(default_activation_budget(static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue()))));
+  }));
   return exports;
 }
 

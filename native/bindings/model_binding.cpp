@@ -136,6 +136,7 @@ void ModelWrap::Init(Napi::Env env, Napi::Object exports) {
                                      InstanceMethod("createAdapter", &ModelWrap::CreateAdapter),
                                      InstanceMethod("createSession", &ModelWrap::CreateSession), InstanceMethod("info", &ModelWrap::Info),
                                      InstanceMethod("setActivationBudget", &ModelWrap::SetActivationBudget),
+                                     InstanceMethod("activationBudget", &ModelWrap::ActivationBudget),
                                      InstanceMethod("dispose", &ModelWrap::Dispose)});
   env.GetInstanceData<AddonData>()->model = Napi::Persistent(ctor);
 
@@ -272,10 +273,21 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
 
 Napi::Value ModelWrap::SetActivationBudget(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsNumber() || info[0].As<Napi::Number>().DoubleValue() < 0)
-    throw_invalid(env, "setActivationBudget(bytes) needs a non-negative number");
+  if (info.Length() >= 1 && info[0].IsNull()) {
+    model(env)->use_default_activation_budget();
+    return env.Undefined();
+  }
+  if (info.Length() < 1 || !info[0].IsNumber() || !(info[0].As<Napi::Number>().DoubleValue() >= 0))
+    throw_invalid(env, "setActivationBudget(bytes) needs a non-negative number, or null for the default");
   model(env)->set_activation_budget(static_cast<size_t>(info[0].As<Napi::Number>().DoubleValue()));
   return env.Undefined();
+}
+
+Napi::Value ModelWrap::ActivationBudget(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto model = this->model(env);
+  std::lock_guard<std::mutex> lock(model->mutex());
+  return Napi::Number::New(env, static_cast<double>(model->activation_budget()));
 }
 
 Napi::Value ModelWrap::Dispose(const Napi::CallbackInfo& info) {

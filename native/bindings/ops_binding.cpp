@@ -413,10 +413,23 @@ class OpsWrap : public Napi::ObjectWrap<OpsWrap> {
     });
   }
 
+  // sumSquares(x) or sumSquares([x0, x1, ...]): one tensor, or the sum over many in one pass.
   Napi::Value SumSquares(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
-      auto x = f32(info[0], "x");
-      return Napi::Number::New(info.Env(), be_->sum_squares(x->as<float>(), static_cast<int64_t>(len(info[0]))));
+      if (!info[0].IsArray()) {
+        auto x = f32(info[0], "x");
+        return Napi::Number::New(info.Env(), be_->sum_squares(x->as<float>(), static_cast<int64_t>(len(info[0]))));
+      }
+      const Napi::Array list = info[0].As<Napi::Array>();
+      std::vector<BufferPtr> bufs;
+      std::vector<const float*> xs;
+      std::vector<int64_t> ns;
+      for (uint32_t i = 0; i < list.Length(); ++i) {
+        bufs.push_back(f32(list.Get(i), "x[i]"));
+        xs.push_back(bufs.back()->as<float>());
+        ns.push_back(static_cast<int64_t>(len(list.Get(i))));
+      }
+      return Napi::Number::New(info.Env(), be_->sum_squares_many(xs.data(), ns.data(), static_cast<int>(xs.size())));
     });
   }
 

@@ -24,6 +24,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value CreateSession(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value SetActivationBudget(const Napi::CallbackInfo& info);
+  Napi::Value ActivationBudget(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
   std::shared_ptr<Model> model_;

@@ -2,8 +2,11 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <new>
 #include <string>
+
+#include <unistd.h>
 
 #include "cpu/adamw.h"
 #include "cpu/attention.h"
@@ -53,6 +56,18 @@ class CpuBackend final : public Backend {
   }
 
   std::string name() const override { return "cpu"; }
+  // MemAvailable of /proc/meminfo (free memory plus what the kernel can reclaim), else the
+  // free physical pages.
+  size_t available_memory() override {
+    std::ifstream meminfo("/proc/meminfo");
+    std::string key;
+    size_t kib = 0;
+    std::string unit;
+    while (meminfo >> key >> kib >> unit)
+      if (key == "MemAvailable:") return kib * 1024;
+    const long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : 0;
+  }
   size_t act_elem_size() const override { return sizeof(float); }
   size_t weight_elem_size() const override { return sizeof(float); }
 
@@ -162,7 +177,11 @@ class CpuBackend final : public Backend {
                     const AdamWParams& params) override {
     diffuse::adamw_update(param, grad, m, v, n, params);
   }
-  double sum_squares(const float* x, int64_t n) override { return diffuse::sum_squares(x, n); }
+  double sum_squares_many(const float* const* xs, const int64_t* ns, int count) override {
+    double total = 0;
+    for (int i = 0; i < count; ++i) total += diffuse::sum_squares(xs[i], ns[i]);
+    return total;
+  }
 };
 
 }  // namespace

@@ -46,6 +46,11 @@ Adapter::Adapter(Backend& backend, const ModelConfig& c, const AdapterOptions& o
       backend.upload(s.A->data(), a.data(), a_bytes);
       for (BufferPtr* zeroed : {&s.B, &s.dA, &s.dB, &s.mA, &s.vA, &s.mB, &s.vB})
         backend.zero((*zeroed)->data(), (*zeroed)->bytes());
+      repack(s);
+      grad_ptrs_.push_back(s.dA->as<float>());
+      grad_sizes_.push_back(s.in * rank_);
+      grad_ptrs_.push_back(s.dB->as<float>());
+      grad_sizes_.push_back(s.out * rank_);
       index_[l][m] = static_cast<int>(slots_.size());
       slots_.push_back(std::move(s));
     }
@@ -56,7 +61,7 @@ LoraParams Adapter::params(int layer, int module) const {
   const int i = index_[layer][module];
   if (i < 0) return {};
   const Slot& s = slots_[i];
-  return {s.A->as<float>(), s.B->as<float>(), rank_, scale()};
+  return {s.A->as<float>(), s.B->as<float>(), rank_, scale(), s.packed ? s.packed->data() : nullptr};
 }
 
 LoraGrads Adapter::grads(int layer, int module) const {
@@ -106,6 +111,11 @@ void Adapter::set(const std::string& name, Part part, const std::vector<float>& 
   require(values.size() == n, "adapter: tensor '" + name + "' needs " + std::to_string(n) + " values, got " + std::to_string(values.size()));
   for (float x : values) require(std::isfinite(x), "adapter: tensor '" + name + "' contains a non-finite value");
   backend_.upload(part_pointer(s, is_b, part), values.data(), n * sizeof(float));
+  if (part == Part::Param) repack(slots_[static_cast<size_t>(&s - slots_.data())]);
+}
+
+void Adapter::repack(Slot& s) {
+  backend_.pack_lora(s.A->as<float>(), s.B->as<float>(), s.in, s.out, rank_, s.packed);
 }
 
 std::vector<std::string> Adapter::tensor_names() const {
@@ -126,18 +136,14 @@ void Adapter::zero_grads() {
 }
 
 double Adapter::grad_sum_squares() const {
-  double total = 0;
-  for (const Slot& s : slots_) {
-    total += backend_.sum_squares(s.dA->as<float>(), s.in * rank_);
-    total += backend_.sum_squares(s.dB->as<float>(), s.out * rank_);
-  }
-  return total;
+  return backend_.sum_squares_many(grad_ptrs_.data(), grad_sizes_.data(), static_cast<int>(grad_ptrs_.size()));
 }
 
 void Adapter::adamw_step(const AdamWParams& p) {
   for (Slot& s : slots_) {
     backend_.adamw_update(s.A->as<float>(), s.dA->as<float>(), s.mA->as<float>(), s.vA->as<float>(), s.in * rank_, p);
     backend_.adamw_update(s.B->as<float>(), s.dB->as<float>(), s.mB->as<float>(), s.vB->as<float>(), s.out * rank_, p);
+    repack(s);
   }
 }
 

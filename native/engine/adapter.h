@@ -29,6 +29,7 @@ class Adapter {
     int module = 0;
     int64_t in = 0, out = 0;
     BufferPtr A, B, dA, dB, mA, vA, mB, vB;
+    BufferPtr packed;  // Backend::pack_lora of A and B, remade whenever they change
   };
 
   Adapter(Backend& backend, const ModelConfig& config, const AdapterOptions& options);
@@ -55,6 +56,7 @@ class Adapter {
 
  private:
   const Slot& slot_for(const std::string& name, bool& is_b) const;
+  void repack(Slot& slot);
   float* part_pointer(const Slot& slot, bool is_b, Part part) const;
 
   Backend& backend_;
@@ -62,6 +64,9 @@ class Adapter {
   float alpha_;
   std::vector<Slot> slots_;
   std::vector<std::vector<int>> index_;  // [layer][module] -> slot or -1
+  // Every slot's gradients, for the one-pass norm.
+  std::vector<const float*> grad_ptrs_;
+  std::vector<int64_t> grad_sizes_;
 };
 
 }  // namespace diffuse

@@ -53,6 +53,9 @@ struct LoraParams {
   const float* B = nullptr;
   int rank = 0;
   float scale = 0.f;  // alpha / rank
+  // A and B as Backend::pack_lora made them since they last changed, or null: the kernels then
+  // convert the f32 masters themselves, with the same result.
+  const void* packed = nullptr;
   bool active() const { return A != nullptr && rank > 0; }
 };
 
@@ -153,6 +156,9 @@ class Backend {
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // backend to backend
   virtual void zero(void* dst, size_t bytes) = 0;
   virtual void synchronize() = 0;
+  // Bytes this backend could still allocate now: the device's free memory plus what its
+  // allocator holds cached for reuse (CUDA), the host's available memory (CPU).
+  virtual size_t available_memory() = 0;
 
   // Conversions between host f32 and the backend's activation / weight types.
   virtual BufferPtr make_weight(const float* host, int64_t n, const char* what) = 0;
@@ -241,8 +247,17 @@ class Backend {
   // AdamW (decoupled weight decay, bias-corrected) on n f32 parameters.
   virtual void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n,
                             const AdamWParams& params) = 0;
-  // sum of squares of n f32 values, in double.
-  virtual double sum_squares(const float* x, int64_t n) = 0;
+  // The sum over tensors i < count of the squares of xs[i][0 .. ns[i]), in double: the global
+  // gradient norm of many tensors with one wait for the result.
+  virtual double sum_squares_many(const float* const* xs, const int64_t* ns, int count) = 0;
+  double sum_squares(const float* x, int64_t n) { return sum_squares_many(&x, &n, 1); }
+
+  // The LoRA factors A [rank x in] and B [out x rank] in the form this backend's linear kernels
+  // read, made into `packed` (allocated here when null) after A or B change; the adapter hands
+  // it on in LoraParams::packed. The CUDA backend rounds them to bf16 and pads them here once
+  // per optimiser step instead of in every linear call. The CPU backend reads the f32 masters
+  // and leaves `packed` null.
+  virtual void pack_lora(const float* A, const float* B, int64_t in, int64_t out, int rank, BufferPtr& packed) {}
 };
 
 // The CPU backend, always built. threads <= 0 means all hardware threads.

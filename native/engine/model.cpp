@@ -163,6 +163,15 @@ LinearWeight Model::linear(int layer, int module) const {
   return {lw.linear[module]->data(), bias, out_of[module], in_of[module]};
 }
 
+size_t default_activation_budget(size_t available) {
+  constexpr size_t kReserve = size_t{2} << 30, kFloor = size_t{512} << 20;
+  return std::max(kFloor, available > kReserve ? (available - kReserve) / 2 : 0);
+}
+
+size_t Model::activation_budget() {
+  return budget_set_ ? activation_budget_ : default_activation_budget(backend_->available_memory());
+}
+
 Model::Model(std::unique_ptr<Backend> backend, const ModelConfig& config,
              const std::vector<TensorSource>& sources)
     : backend_(std::move(backend)), config_(config) {
@@ -250,7 +259,7 @@ StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& ob
   // Layers keep their full activations while the budget lasts (the last ones first, since the
   // backward starts there); the others keep only their input and are recomputed.
   const size_t per_layer = LayerActs::bytes_per_row(c, a, adapter.rank()) * static_cast<size_t>(T);
-  const int64_t kept = std::min<int64_t>(c.layers, static_cast<int64_t>(activation_budget_ / std::max<size_t>(1, per_layer)));
+  const int64_t kept = std::min<int64_t>(c.layers, static_cast<int64_t>(activation_budget() / std::max<size_t>(1, per_layer)));
   const int64_t first_kept = c.layers - kept;
   r.recomputed_layers = first_kept;
 

@@ -35,6 +35,13 @@ struct ForwardResult {
   std::vector<float> edge_logp;       // log p(edge token | parent row)
 };
 
+// The activation budget for a step when memory `available` is free: half of what is left after
+// a 2 GiB reserve (the step's other buffers -- gradients, one recomputed layer, the log-prob
+// chunk -- the allocator's rounding and other users of the device), and at least 512 MiB. A
+// fixed budget either recomputes most layers of a large model on a large GPU or runs a small
+// one out of memory.
+size_t default_activation_budget(size_t available);
+
 struct StepResult {
   std::vector<float> edge_logp;
   std::vector<float> edge_loss;       // the objective's per-edge loss, before the weight
@@ -52,8 +59,11 @@ class Model {
   size_t weight_bytes() const { return weights_.bytes; }
 
   // Activations kept for the backward are limited to this many bytes; past it, layers keep
-  // only their input and are recomputed during the backward.
-  void set_activation_budget(size_t bytes) { activation_budget_ = bytes; }
+  // only their input and are recomputed during the backward. Unless set, each step takes
+  // default_activation_budget(the backend's available memory) at its start.
+  void set_activation_budget(size_t bytes) { activation_budget_ = bytes, budget_set_ = true; }
+  void use_default_activation_budget() { budget_set_ = false; }
+  size_t activation_budget();
 
   ForwardResult forward(const Batch& batch, const Adapter* adapter);
   // Accumulates the gradients of sum_e weight_e * loss_e into the adapter.
@@ -79,7 +89,8 @@ class Model {
   ModelConfig config_;
   Weights weights_;
   BufferPtr inv_freq_;
-  size_t activation_budget_ = size_t{4} << 30;
+  size_t activation_budget_ = 0;
+  bool budget_set_ = false;
   std::mutex mutex_;
 };
 

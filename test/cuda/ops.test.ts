@@ -177,4 +177,11 @@ describeCuda('CUDA ops match the CPU backend', () => {
     expect(relError(g.v, c.v)).toBeLessThan(1e-5);
     expect(Math.abs(gpu.sumSquares(grad) - cpu.sumSquares(grad)) / cpu.sumSquares(grad)).toBeLessThan(1e-9);
   });
+
+  it('the sum of squares of many tensors in one pass (several launches, empty tensors)', () => {
+    const xs = Array.from({ length: 300 }, (_, i) => normals(next, i % 7 === 0 ? 0 : 1 + ((i * 37) % 2000), 1 + (i % 5)));
+    const c = cpu.sumSquares(xs);
+    expect(Math.abs(gpu.sumSquares(xs) - c) / c).toBeLessThan(1e-9);
+    expect(gpu.sumSquares([])).toBe(0);
+  });
 });

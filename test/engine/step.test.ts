@@ -1,10 +1,10 @@
 /**
  * The core step: exact log-probabilities of a trie batch and exact LoRA gradients of the
- * distribution-matching loss, against the reference algorithm's padded layout (same kernels),
+ * distribution-matching loss, against the reference algorithm's per-sequence layout (same kernels),
  * a float64 reference model, and central finite differences.
  */
 import { native, type EngineConfig, type NativeAdapter, type NativeModel } from '../../lib/native.js';
-import { buildPaddedBatch, buildTrieBatch, sequenceLogProbs, type PreparedPrompt } from '../../lib/targets/target-set.js';
+import { buildSequenceBatch, buildTrieBatch, sequenceLogProbs, type PreparedPrompt } from '../../lib/targets/target-set.js';
 import { makeTinyModel, tinyModelSources, type TinyModel, type TinyModelOptions } from '../helpers/tiny-model.js';
 import { moduleNames, referenceEdgeLogProbs, referenceLoss, type ReferenceLora, type ReferenceWeights } from '../reference/model.js';
 import { relErr } from '../train/tiny-training.js';
@@ -92,26 +92,26 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options }) => {
     expect(relErr(edgeLogProbs, referenceEdgeLogProbs(referenceOf(tiny), trie.batch))).toBeLessThan(1e-5);
   });
 
-  it('gives the padded reference layout the same target log-probabilities with fewer positions', async () => {
+  it('gives the per-sequence reference layout the same target log-probabilities with fewer positions', async () => {
     const prompts = samplePrompts(tiny.config.vocabSize);
     const trie = buildTrieBatch(prompts);
-    const padded = buildPaddedBatch(prompts);
+    const perSequence = buildSequenceBatch(prompts);
     const a = sequenceLogProbs(trie, (await model.forward(trie.batch)).edgeLogProbs).flat();
-    const b = sequenceLogProbs(padded, (await model.forward(padded.batch)).edgeLogProbs).flat();
+    const b = sequenceLogProbs(perSequence, (await model.forward(perSequence.batch)).edgeLogProbs).flat();
     expect(relErr(a, b)).toBeLessThan(1e-5);
-    expect(trie.positions).toBeLessThan(padded.positions);
+    expect(trie.positions).toBeLessThan(perSequence.positions);
   });
 
-  it('gives the trie and the padded layout the same loss and LoRA gradients', async () => {
+  it('gives the trie and the per-sequence layout the same loss and LoRA gradients', async () => {
     const prompts = samplePrompts(tiny.config.vocabSize);
     const adapter = await model.createAdapter({ rank: 3, alpha: 6, targetModules: [], seed: 11 });
     await randomiseB(adapter, 12);
     const trie = buildTrieBatch(prompts);
-    const padded = buildPaddedBatch(prompts);
+    const perSequence = buildSequenceBatch(prompts);
     const lossTrie = (await model.step(trie.batch, adapter, { kind: 'ce' })).loss;
     const gTrie = await grads(adapter);
     await adapter.zeroGrad();
-    const lossPadded = (await model.step(padded.batch, adapter, { kind: 'ce' })).loss;
+    const lossPadded = (await model.step(perSequence.batch, adapter, { kind: 'ce' })).loss;
     const gPadded = await grads(adapter);
     expect(Math.abs(lossTrie - lossPadded) / Math.abs(lossPadded)).toBeLessThan(1e-5);
     for (const [name, g] of gTrie) expect(relErr(g, gPadded.get(name)!)).toBeLessThan(1e-4);
@@ -127,11 +127,47 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options }) => {
     await adapter.zeroGrad();
     model.setActivationBudget(0);
     const recomputed = await model.step(trie.batch, adapter, { kind: 'ce' });
-    model.setActivationBudget(4 * 2 ** 30);
+    model.setActivationBudget(null);
     expect(recomputed.recomputedLayers).toBe(tiny.config.numLayers);
     expect(recomputed.loss).toBe(kept.loss);
     for (const [name, g] of await grads(adapter)) expect(relErr(g, gKept.get(name)!)).toBeLessThan(1e-6);
     adapter.dispose();
+  });
+
+  it('sums the squares of every gradient tensor of the adapter for the norm', async () => {
+    const trie = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
+    const adapter = await model.createAdapter({ rank: 3, alpha: 6, targetModules: [], seed: 8 });
+    await randomiseB(adapter, 9);
+    await model.step(trie.batch, adapter, { kind: 'ce' });
+    let ref = 0;
+    let tensors = 0;
+    for (const g of (await grads(adapter)).values()) {
+      tensors += 1;
+      for (const x of g) ref += x * x;
+    }
+    expect(tensors).toBe(2 * 7 * tiny.config.numLayers);
+    expect(ref).toBeGreaterThan(0);
+    expect(Math.abs((await adapter.gradSumSquares()) - ref) / ref).toBeLessThan(1e-12);
+    adapter.dispose();
+  });
+
+  it('derives the default activation budget from the memory available, and keeps one that is set', () => {
+    const GiB = 2 ** 30;
+    const budget = native().defaultActivationBudget;
+    expect(budget(0)).toBe(0.5 * GiB);
+    expect(budget(2 * GiB)).toBe(0.5 * GiB);
+    expect(budget(10 * GiB)).toBe(4 * GiB);
+    // An H200 with a 13B model loaded: most of the rest, not a fixed 4 GiB.
+    expect(budget(113 * GiB)).toBe(55.5 * GiB);
+    for (let a = 0; a < 200 * GiB; a += 7.3 * GiB) expect(budget(a + GiB)).toBeGreaterThanOrEqual(budget(a));
+    expect(() => budget(-1)).toThrow(/non-negative/);
+    const available = model.activationBudget();
+    expect(available).toBeGreaterThanOrEqual(0.5 * GiB);
+    model.setActivationBudget(123456);
+    expect(model.activationBudget()).toBe(123456);
+    model.setActivationBudget(null);
+    expect(model.activationBudget()).toBeGreaterThanOrEqual(0.5 * GiB);
+    expect(() => model.setActivationBudget(-5)).toThrow(/non-negative/);
   });
 });
 

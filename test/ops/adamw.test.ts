@@ -42,4 +42,17 @@ describe('AdamW against a float64 transcription of torch.optim.AdamW', () => {
     for (const a of x) ref += a * a;
     expect(Math.abs(ops.sumSquares(x) - ref) / ref).toBeLessThan(1e-12);
   });
+
+  it('sums the squares of many tensors in one pass, empty ones included, as the sum of each', () => {
+    const rng = new Rng(6);
+    // More tensors than one CUDA launch takes (128), of mixed sizes, as a 13B adapter's 560.
+    const xs = Array.from({ length: 300 }, (_, i) => rng.normals(i % 7 === 0 ? 0 : 1 + ((i * 37) % 500), 1 + (i % 5)));
+    let ref = 0;
+    for (const x of xs) for (const a of x) ref += a * a;
+    const many = ops.sumSquares(xs);
+    expect(Math.abs(many - ref) / ref).toBeLessThan(1e-12);
+    expect(many).toBe(xs.reduce((s, x) => s + ops.sumSquares(x), 0));
+    expect(ops.sumSquares([])).toBe(0);
+    expect(ops.sumSquares([new Float32Array(0)])).toBe(0);
+  });
 });
