@@ -64,6 +64,7 @@ function ropeHeads(module: LoraModule, c: EngineConfig): number | undefined {
   return module === 'q_proj' ? c.numHeads : module === 'k_proj' ? c.numKvHeads : undefined;
 }
 
+/** How writeGgufLora names and stores the file. */
 export interface WriteGgufLoraOptions {
   /** general.name (default 'diffuse LoRA'). */
   name?: string;

@@ -14,6 +14,7 @@ import type { Model } from '../model/model.js';
 import type { ChatMessage } from '../tokenizer/index.js';
 import { drawSamples, stopTokensOf, type DrawOptions, type FinishReason } from '../eval/sample.js';
 
+/** What to draw and how: eval's sampling settings, stop strings, indices, an AbortSignal. */
 export interface GenerateOptions extends Omit<DrawOptions, 'decode' | 'onProgress' | 'stopStrings'> {
   /** A sample also ends where its text first contains one of these; the text stops before it. */
   stop?: readonly string[];
@@ -21,6 +22,7 @@ export interface GenerateOptions extends Omit<DrawOptions, 'decode' | 'onProgres
   onProgress?: (finishedSamples: number, generatedTokens: number) => void;
 }
 
+/** One finished sample of a prompt. */
 export interface GeneratedSample {
   /** Which sample of the prompt this is (0 … n − 1): its draw stream. */
   index: number;
