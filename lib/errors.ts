@@ -18,7 +18,9 @@ export type ErrorCode =
   | 'DIVERGED'
   | 'INTERNAL';
 
+/** The base of every error diffuse throws on purpose: a stable `code` and a message that says what to do. */
 export class DiffuseError extends Error {
+  /** What kind of failure: INVALID_ARGUMENT, FORMAT, IO, DIVERGED, … (ErrorCode). */
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -29,6 +31,7 @@ export class DiffuseError extends Error {
 
 /** A model or adapter file whose contents are malformed, truncated or unsupported. */
 export class ModelFormatError extends DiffuseError {
+  /** The file at fault. */
   readonly file: string;
   /** The header field, metadata key or tensor at fault, when there is one. */
   readonly field?: string;

@@ -136,6 +136,8 @@ export interface NativeSession {
   append(tokens: Int32Array, parents: Int32Array): Promise<number>;
   sample(rows: Int32Array, streams: Uint32Array, params: NativeSampleParams): Promise<{ tokens: Int32Array; logProbs: Float32Array }>;
   reset(): Promise<void>;
+  /** Drops every row from `rows` on; the rows before it stay cached. */
+  truncate(rows: number): Promise<void>;
   rows(): number;
   dispose(): void;
 }

@@ -12,20 +12,23 @@
  * Q/K row interleaving for ggml's RoPE is undone, so the merged model is in Hugging Face's
  * layout. Tensors are produced one at a time while the file is written.
  */
-import { copyFile, mkdir, stat } from 'node:fs/promises';
+import { copyFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import { InvalidArgumentError, UnsupportedError } from '../errors.js';
 import { ggmlTypes, metaNumber, metaString, type GgufFile } from '../formats/gguf.js';
 import { openRegularFile, readAt } from '../formats/open-file.js';
-import { writeFileAtomically, writeSafetensors, type SafetensorsWriteDtype } from '../formats/safetensors-writer.js';
+import { makeDirectory, writeTextAtomically } from '../atomic-write.js';
+import { writeSafetensors, type SafetensorsWriteDtype } from '../formats/safetensors-writer.js';
 import { ggufArchitecture } from '../model/config.js';
 import { loadModelSpec, type ModelSpec } from '../model/tensors.js';
 import { native, type EngineConfig, type TensorSource } from '../native.js';
 import { tokenizerSpecFromGguf } from '../tokenizer/index.js';
 import { canonicalKey, readAdapterWeights, type AdapterWeights } from './peft.js';
+import { refuseNonFinite } from './tensor-file.js';
 import { loraModules, type LoraModule } from '../model/adapter.js';
 
+/** How an adapter is merged: the dtype of the merged weights, and overwriting. */
 export interface MergeOptions {
   /** How every tensor of the merged model is stored (default F32; BF16 halves the size). */
   dtype?: 'F32' | 'BF16';
@@ -35,6 +38,7 @@ export interface MergeOptions {
   warn?: (message: string) => void;
 }
 
+/** What mergeAdapter wrote. */
 export interface MergeResult {
   dir: string;
   /** The files written, relative to `dir`. */
@@ -97,6 +101,7 @@ async function readBaseTensor(source: TensorSource): Promise<Float32Array> {
     const { handle } = await openRegularFile(source.file, 'weight file');
     try {
       values = native().dequantize(source.dtype, await readAt(handle, source.offset, storageBytes(source.dtype, count)), count);
+      refuseNonFinite(values, source.file, source.name, 'the base model file is damaged; re-download or re-convert it');
     } finally {
       await handle.close();
     }
@@ -193,7 +198,7 @@ function tokenizerFilesFromGguf(gguf: GgufFile): { json: unknown; config: Record
 }
 
 async function writeJson(path: string, value: unknown): Promise<void> {
-  await writeFileAtomically(path, (write) => write(Buffer.from(JSON.stringify(value, null, 2) + '\n', 'utf8')));
+  await writeTextAtomically(path, JSON.stringify(value, null, 2) + '\n');
 }
 
 /**
@@ -211,7 +216,7 @@ export async function mergeAdapter(modelPath: string, adapterDir: string, outDir
   if (baseDir === out) throw new InvalidArgumentError(`the merged model cannot be written over its base (${out}); give another output directory`);
   const adapter = await readAdapterWeights(adapterDir, spec.config, modelPath);
   if (adapter.config.dropout > 0) options.warn?.(`${adapter.config.file}: lora_dropout ${adapter.config.dropout} plays no part in a merge`);
-  await mkdir(out, { recursive: true });
+  await makeDirectory(out);
 
   let merged = 0;
   let done = 0;

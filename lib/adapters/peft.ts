@@ -10,12 +10,13 @@
  * PEFT computes y = x Wᵀ + (lora_alpha / r) · (x Aᵀ) Bᵀ, as the engine does; with
  * `use_rslora` the scale is lora_alpha / √r, which we take as an alpha of lora_alpha · √r.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { InvalidArgumentError, ModelFormatError, NotFoundError, UnsupportedError } from '../errors.js';
 import { readSafetensors } from '../formats/safetensors.js';
-import { writeFileAtomically, writeSafetensors, type SafetensorsWriteDtype } from '../formats/safetensors-writer.js';
+import { makeDirectory, writeFilesAtomically } from '../atomic-write.js';
+import { safetensorsContents, type SafetensorsWriteDtype } from '../formats/safetensors-writer.js';
 import { allLoraModules, moduleBlock, type Adapter, type AdapterTensor, type LoraModule } from '../model/adapter.js';
 import type { Model } from '../model/model.js';
 import type { EngineConfig } from '../native.js';
@@ -24,6 +25,7 @@ import { readTensorsF32 } from './tensor-file.js';
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
 
+/** How an adapter is saved: the stored dtype and the base model named in adapter_config.json. */
 export interface SaveAdapterOptions {
   /** `base_model_name_or_path`: the model the adapter was trained on (default null). */
   baseModel?: string | null;
@@ -62,21 +64,26 @@ export function adapterTensorsByKey(adapter: Adapter): AdapterTensor[] {
 }
 
 /**
- * Saves an adapter as a PEFT directory (created if needed). Each file is written atomically,
- * the weights before the config, so an interrupted save leaves every file whole.
+ * Saves an adapter as a PEFT directory (created if needed). The weights and the config are
+ * written to temporary files and renamed into place together, so a failed save (a full disk, a
+ * read-only directory) leaves an adapter already there as it was.
  */
 export async function saveAdapter(adapter: Adapter, dir: string, options: SaveAdapterOptions = {}): Promise<void> {
   const dtype = options.dtype ?? 'F32';
   if (!['F32', 'F16', 'BF16'].includes(dtype)) throw new InvalidArgumentError(`adapter dtype must be F32, F16 or BF16, not ${String(dtype)}`);
-  await mkdir(dir, { recursive: true });
+  await makeDirectory(dir);
   const tensors = adapterTensorsByKey(adapter);
-  await writeSafetensors(
-    join(dir, ADAPTER_WEIGHTS_FILE),
-    tensors.map((t) => ({ name: t.peftKey, shape: t.shape, data: () => adapter.getTensor(t.name) })),
-    { dtype, metadata: { format: 'pt' } },
-  );
   const config = JSON.stringify(peftConfig(adapter, options.baseModel ?? null), null, 2) + '\n';
-  await writeFileAtomically(join(dir, ADAPTER_CONFIG_FILE), (write) => write(Buffer.from(config, 'utf8')));
+  await writeFilesAtomically([
+    {
+      path: join(dir, ADAPTER_WEIGHTS_FILE),
+      produce: safetensorsContents(
+        tensors.map((t) => ({ name: t.peftKey, shape: t.shape, data: () => adapter.getTensor(t.name) })),
+        { dtype, metadata: { format: 'pt' } },
+      ),
+    },
+    { path: join(dir, ADAPTER_CONFIG_FILE), produce: (write) => write(Buffer.from(config, 'utf8')) },
+  ]);
 }
 
 /** What an adapter_config.json says, checked, in the engine's terms. */
@@ -227,6 +234,7 @@ export async function readAdapterWeights(dir: string, config: EngineConfig, mode
   };
 }
 
+/** How an adapter is loaded. */
 export interface LoadAdapterOptions {
   /** Called for each thing worth knowing that does not stop the load (default: ignore). */
   warn?: (message: string) => void;
@@ -237,7 +245,11 @@ export interface LoadAdapterOptions {
  * out (PEFT's layers_to_transform) get A = B = 0: no change, and no gradient either.
  */
 export async function loadAdapter(model: Model, dir: string, options: LoadAdapterOptions = {}): Promise<Adapter> {
-  const weights = await readAdapterWeights(dir, model.config, model.spec);
+  return adapterFromWeights(model, await readAdapterWeights(dir, model.config, model.spec), dir, options);
+}
+
+/** Puts matrices read from `source` (a PEFT directory or a GGUF LoRA) onto `model` as a new adapter. */
+export async function adapterFromWeights(model: Model, weights: AdapterWeights, source: string, options: LoadAdapterOptions = {}): Promise<Adapter> {
   const { config } = weights;
   if (config.dropout > 0) options.warn?.(`${config.file}: lora_dropout ${config.dropout} is ignored; diffuse applies and trains LoRA without dropout`);
   const adapter = await model.createAdapter({ rank: config.rank, alpha: config.alpha, targetModules: weights.modules });
@@ -248,7 +260,7 @@ export async function loadAdapter(model: Model, dir: string, options: LoadAdapte
       if (values === undefined) absentLayers.add(t.layer);
       await adapter.setTensor(t.name, values ?? new Float32Array(t.shape[0] * t.shape[1]));
     }
-    if (absentLayers.size > 0) options.warn?.(`${dir}: the adapter leaves layers ${[...absentLayers].sort((a, b) => a - b).join(', ')} unadapted for some modules; they stay unchanged`);
+    if (absentLayers.size > 0) options.warn?.(`${source}: the adapter leaves layers ${[...absentLayers].sort((a, b) => a - b).join(', ')} unadapted for some modules; they stay unchanged`);
   } catch (error) {
     adapter.dispose();
     throw error;

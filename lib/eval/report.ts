@@ -14,6 +14,7 @@ export interface ReportRun {
   evaluation: Evaluation;
 }
 
+/** The report's title. */
 export interface ReportOptions {
   title?: string;
   /** When the report was made (default now). */

@@ -8,15 +8,13 @@
  * kept a quiet NaN). A tensor's values may be produced lazily, one tensor at a time, so a
  * merged multi-gigabyte model never sits in memory whole.
  *
- * Every file is written atomically: to a temporary file beside the target, flushed to disk,
- * then renamed over it — a failure at any point leaves the previous file as it was.
+ * Every file is written atomically (lib/atomic-write.ts): a failure at any point leaves the
+ * previous file as it was.
  */
-import { randomBytes } from 'node:crypto';
-import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
-import { basename, dirname, join } from 'node:path';
 
-import { DiffuseError, InvalidArgumentError } from '../errors.js';
+import { writeFileAtomically, type Produce } from '../atomic-write.js';
+import { InvalidArgumentError } from '../errors.js';
 
 export type SafetensorsWriteDtype = 'F32' | 'F16' | 'BF16';
 
@@ -121,39 +119,15 @@ export function safetensorsHeader(tensors: SafetensorsWriteTensor[], options: Sa
   return Buffer.concat([length, Buffer.from(json, 'utf8')]);
 }
 
-async function writeAll(handle: FileHandle, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) done += (await handle.write(bytes, done, bytes.length - done)).bytesWritten;
-}
-
-/**
- * Writes a file atomically: `produce` writes the contents through the handle of a temporary
- * file beside `path`; once it succeeds the file is flushed and renamed over `path`. On any
- * failure the temporary file is removed and `path` is untouched.
- */
-export async function writeFileAtomically(path: string, produce: (write: (bytes: Uint8Array) => Promise<void>) => Promise<void>): Promise<void> {
-  const temp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  let handle: FileHandle | undefined;
-  try {
-    handle = await open(temp, 'wx');
-    const h = handle;
-    await produce((bytes) => writeAll(h, bytes));
-    await h.sync();
-    await h.close();
-    handle = undefined;
-    await rename(temp, path);
-  } catch (error) {
-    await handle?.close().catch(() => undefined);
-    await unlink(temp).catch(() => undefined);
-    if (error instanceof DiffuseError) throw error;
-    throw new DiffuseError('IO', `cannot write ${path} (${(error as Error).message}); check the directory exists, is writable and has space`, { cause: error });
-  }
-}
-
 /** Writes a safetensors file atomically; tensors are stored in the order given. */
 export async function writeSafetensors(path: string, tensors: SafetensorsWriteTensor[], options: SafetensorsWriteOptions = {}): Promise<void> {
+  await writeFileAtomically(path, safetensorsContents(tensors, options));
+}
+
+/** The contents of a safetensors file, for writeFilesAtomically; tensors in the order given. */
+export function safetensorsContents(tensors: SafetensorsWriteTensor[], options: SafetensorsWriteOptions = {}): Produce {
   const header = safetensorsHeader(tensors, options);
-  await writeFileAtomically(path, async (write) => {
+  return async (write) => {
     await write(header);
     for (const t of tensors) {
       const values = typeof t.data === 'function' ? await t.data() : t.data;
@@ -161,5 +135,5 @@ export async function writeSafetensors(path: string, tensors: SafetensorsWriteTe
         throw new InvalidArgumentError(`safetensors tensor '${t.name}': ${values?.length ?? 'no'} values for shape [${t.shape.join(', ')}]`);
       await write(encodeValues(values, t.dtype ?? options.dtype ?? 'F32'));
     }
-  });
+  };
 }

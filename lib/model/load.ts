@@ -5,13 +5,15 @@
 import { InvalidArgumentError, nativeCall } from '../errors.js';
 import { native, type EngineConfig, type NativeModel, type TensorSource } from '../native.js';
 import { tokenizerFromGguf, tokenizerFromHfDirectory } from '../tokenizer/index.js';
-import { Model, type Device } from './model.js';
+import { Model } from './model.js';
 import { initTensorSources, preset } from './presets.js';
 import { resolveModel, type ResolveOptions } from './resolve.js';
 import { loadModelSpec } from './tensors.js';
 
-export type { Device } from './model.js';
+/** Where a model runs: 'auto' (a GPU when there is one), 'cpu', 'cuda' or 'cuda:N'. */
+export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 
+/** How loadModel finds, fetches and places a model. */
 export interface LoadModelOptions extends ResolveOptions {
   /** Where to run: 'auto' (default) takes the GPU when the CUDA backend and a device are there. */
   device?: Device;

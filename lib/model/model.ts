@@ -3,7 +3,9 @@
  * loadModel() (load.ts) makes one.
  */
 import { DiffuseError, InvalidArgumentError, nativeCall } from '../errors.js';
-import type { EngineConfig, NativeModel, NativeObjective } from '../native.js';
+import { entropy } from '../eval/stats.js';
+import type { EngineConfig, NativeModel } from '../native.js';
+import { toNativeObjective, type Objective } from '../train/objective.js';
 import {
   buildTrieBatch,
   preparePrompt,
@@ -13,11 +15,11 @@ import {
   type TargetRequest,
   type TrieBatch,
 } from '../targets/target-set.js';
-import type { Tokenizer } from '../tokenizer/index.js';
+import type { ChatMessage, Tokenizer } from '../tokenizer/index.js';
 import { loadAdapter, type LoadAdapterOptions } from '../adapters/peft.js';
+import { loadGgufLoraAdapter } from '../adapters/gguf-lora.js';
 import { Adapter, checkAdapterOptions, type AdapterOptions } from './adapter.js';
-
-export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
+import { generate, type GeneratedSample, type GenerateOptions } from '../generate/generate.js';
 
 /** One target of a set, as the model sees it. */
 export interface TargetResult {
@@ -53,29 +55,15 @@ export interface TargetDistribution {
   paddedPositions: number;
 }
 
+/** What one training step (model.step) computed, before its update. */
 export interface StepResult {
   /** Σ over prompts of −Σ p* log pθ (the objective's value for GEM). */
   loss: number;
   /** Σ over prompts of H(p*). */
   optimalLoss: number;
-  /** Per prompt, per target: log pθ before this step's update. */
-  logProbs: number[][];
+  /** Per prompt, per sequence (response ⊕ target, in `PreparedPrompt.sequences` order): log pθ before this step's update. */
+  sequenceLogProbs: number[][];
   positions: number;
-}
-
-export type Objective = { kind: 'ce' } | { kind: 'gem'; beta?: number; h?: 'linear' | 'logsigmoid' };
-
-export function toNativeObjective(objective: Objective): NativeObjective {
-  if (objective.kind === 'ce') return { kind: 'ce' };
-  const beta = objective.beta ?? 0.7;
-  if (!(beta > 0) || !Number.isFinite(beta)) throw new InvalidArgumentError(`GEM beta must be a positive number, not ${beta}`);
-  const h = objective.h ?? 'linear';
-  if (h !== 'linear' && h !== 'logsigmoid') throw new InvalidArgumentError(`GEM h must be 'linear' or 'logsigmoid', not '${String(h)}'`);
-  return { kind: h === 'linear' ? 'gem-linear' : 'gem-logsigmoid', beta };
-}
-
-function entropy(p: number[]): number {
-  return -p.reduce((s, x) => (x > 0 ? s + x * Math.log(x) : s), 0);
 }
 
 function logMeanExp(xs: number[]): number {
@@ -111,9 +99,11 @@ export function distributionOf(prompt: PreparedPrompt, sequenceLogp: number[], p
   };
 }
 
+/** A loaded model (made by loadModel): exact target distributions, the training step, its adapters. */
 export class Model {
   /** What was asked for: a model name, path or hub id, or 'random:<preset>'. */
   readonly spec: string;
+  /** The decoder shape the engine runs. */
   readonly config: EngineConfig;
   /** Where the engine runs: 'cpu' or 'cuda:<device name>'. */
   readonly device: string;
@@ -157,17 +147,36 @@ export class Model {
     const all = buildTrieBatch(prompts);
     const { edgeLogProbs } = await nativeCall(() => this.live().forward(all.batch, this.adapterFor(options.adapter)));
     const perSequence = sequenceLogProbs(all, edgeLogProbs);
+    const bad = perSequence.findIndex((p) => p.some((x) => !Number.isFinite(x)));
+    if (bad >= 0)
+      throw new DiffuseError(
+        'DIVERGED',
+        `the model${options.adapter ? ' with this adapter' : ''} gives non-finite log-probabilities for prompt ${bad} (${JSON.stringify(prompts[bad].request.slice(0, 40))}): its activations overflow${options.adapter ? '; the adapter holds values too large (was it saved from a diverged run? use an earlier checkpoint)' : ''}`,
+      );
     return prompts.map((p, i) => distributionOf(p, perSequence[i], tries[i].positions, tries[i].paddedPositions));
   }
 
+  /**
+   * Samples answers to a user message (or a chat) as an async iterator, each sample yielded as
+   * it finishes; `options.signal` stops it between decode steps. See lib/generate/generate.ts.
+   */
+  generate(request: string | ChatMessage[], options: GenerateOptions): AsyncGenerator<GeneratedSample> {
+    this.live();
+    return generate(this, request, options);
+  }
+
+  /** A fresh LoRA adapter on this model: A Kaiming-uniform, B = 0 (no change until trained), as PEFT initialises one. */
   createAdapter(options: AdapterOptions = {}): Promise<Adapter> {
     const o = checkAdapterOptions(options, this.config.fusedProjections);
     return nativeCall(async () => new Adapter(await this.live().createAdapter(o), this, o.targetModules));
   }
 
-  /** Loads a LoRA adapter saved in Hugging Face PEFT layout (by diffuse or by PEFT). */
-  loadAdapter(dir: string, options: LoadAdapterOptions = {}): Promise<Adapter> {
-    return loadAdapter(this, dir, options);
+  /**
+   * Loads a LoRA adapter: a directory in Hugging Face PEFT layout (by diffuse or by PEFT), or a
+   * llama.cpp GGUF LoRA file (*.gguf).
+   */
+  loadAdapter(path: string, options: LoadAdapterOptions = {}): Promise<Adapter> {
+    return /\.gguf$/i.test(path) ? loadGgufLoraAdapter(this, path, options) : loadAdapter(this, path, options);
   }
 
   /**
@@ -181,11 +190,12 @@ export class Model {
     return {
       loss: out.loss,
       optimalLoss: trie.prompts.reduce((s, p) => s + entropy(p.weights), 0),
-      logProbs: sequenceLogProbs(trie, out.edgeLogProbs),
+      sequenceLogProbs: sequenceLogProbs(trie, out.edgeLogProbs),
       positions: trie.positions,
     };
   }
 
+  /** Frees the model's engine memory; using it afterwards is a DISPOSED error. */
   dispose(): void {
     if (!this.disposed) this.native.dispose();
     this.disposed = true;

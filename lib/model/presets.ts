@@ -8,6 +8,7 @@ import { InvalidArgumentError } from '../errors.js';
 import type { EngineConfig, TensorSource } from '../native.js';
 import { expectedTensors } from './tensors.js';
 
+/** The known shapes random weights can take. */
 export type PresetName =
   | 'llama-2-7b'
   | 'llama-2-13b'

@@ -16,8 +16,10 @@ import { Progress } from '../progress.js';
 import { DEFAULT_MODEL, ensureDefaultModel } from './default-model.js';
 import { downloadHubModel, parseHubSpec, type HubModel, type HubOptions } from './hub.js';
 
+/** Where a model spec was found on disk: a GGUF file or a Hugging Face directory. */
 export type ResolvedModel = HubModel;
 
+/** How model specs are looked up: the hub endpoint, token, cache and progress display. */
 export interface ResolveOptions extends HubOptions {
   /** The directory relative paths are taken from (default process.cwd()). */
   cwd?: string;

@@ -8,6 +8,7 @@
  */
 import { DiffuseError, InvalidArgumentError } from '../errors.js';
 import type { NativeBatch } from '../native.js';
+import type { ChatMessage } from '../tokenizer/chat-template.js';
 
 /** A task prompt in the reference's JSON format (the paper's prompt files). */
 export interface TargetRequest {
@@ -19,11 +20,6 @@ export interface TargetRequest {
   weights?: number[];
   /** Append the end-of-turn tokens (default true), which also makes a set prefix-free. */
   eos?: boolean;
-}
-
-export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant';
-  content: string;
 }
 
 /** What a target set needs from a tokenizer. */
@@ -48,6 +44,7 @@ export interface TargetSequence {
   weight: number; // p*(target) / |responses|
 }
 
+/** A prompt tokenised for training and measuring: its tokens, its targets' token sequences after every response, and p*. */
 export interface PreparedPrompt {
   request: string;
   responses: string[];
@@ -58,6 +55,7 @@ export interface PreparedPrompt {
   sequences: TargetSequence[];
 }
 
+/** How target sets are prepared. */
 export interface PrepareOptions {
   /** Called with a message for each fixable oddity (duplicate targets merged). */
   warn?: (message: string) => void;
@@ -94,7 +92,7 @@ function isPrefix(a: number[], b: number[]): boolean {
 export function preparePrompt(tokenizer: ChatTokenizer, request: TargetRequest, index = 0, options: PrepareOptions = {}): PreparedPrompt {
   if (typeof request?.request !== 'string') throw new TargetSetError(`prompt ${index}: 'request' must be a string`);
   if (!Array.isArray(request.targets) || request.targets.length === 0)
-    throw new TargetSetError(`prompt ${index} (${JSON.stringify(request.request.slice(0, 40))}…): the target list is empty; give at least one target`);
+    throw new TargetSetError(`prompt ${index} (${JSON.stringify(request.request.slice(0, 40))}${request.request.length > 40 ? '…' : ''}): the target list is empty; give at least one target`);
   request.targets.forEach((t, i) => {
     if (typeof t !== 'string') throw new TargetSetError(`prompt ${index}: target ${i} must be a string`);
   });
@@ -268,11 +266,11 @@ export function buildTrieBatch(prompts: PreparedPrompt[], options: { paddedBatch
 }
 
 /**
- * The reference algorithm's layout: every response ⊕ target as its own full sequence
- * (prompt recomputed each time). Same edges, same log-probabilities; used to check the trie
- * against what the paper's code computes.
+ * The reference algorithm's layout without its padding: every response ⊕ target as its own full
+ * sequence, the prompt recomputed each time. Same edges, same log-probabilities; used to check
+ * the trie against what the paper's code computes.
  */
-export function buildPaddedBatch(prompts: PreparedPrompt[]): TrieBatch {
+export function buildSequenceBatch(prompts: PreparedPrompt[]): TrieBatch {
   const tokens: number[] = [];
   const parents: number[] = [];
   const edgeRows: number[] = [];

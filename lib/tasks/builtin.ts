@@ -15,6 +15,7 @@ import { parsePromptJson, type Task } from './prompt-files.js';
 /** Where the built-in library's data lives (two levels up from lib/tasks and from dist/tasks). */
 export const builtinDataDir = fileURLToPath(new URL('../../data/tasks/', import.meta.url));
 
+/** A built-in task id with what it holds. */
 export interface BuiltinTaskInfo {
   /** Pass to builtinTask() or loadTasks(). */
   id: string;

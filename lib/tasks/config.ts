@@ -9,6 +9,10 @@ import { readFile, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 
+import type { Device } from '../model/load.js';
+import { loraModules } from '../model/adapter.js';
+import { gemDefaults, loraDefaults, trainDefaults } from '../train/defaults.js';
+import type { Objective } from '../train/objective.js';
 import { builtinTask } from './builtin.js';
 import { ConfigError, defaultWarn, TaskError, type WarnFn } from './errors.js';
 import { isBuiltinSpec } from './load.js';
@@ -36,19 +40,7 @@ export interface LoraSettings {
   targetModules: string[];
 }
 
-/** `objective`: `ce`, the paper's weighted cross-entropy, or `gem` (Li et al., ICLR 2025) with its `gem` settings. */
-export type Objective =
-  | { kind: 'ce' }
-  | {
-      kind: 'gem';
-      /** `gem.beta`: the temperature of GEM's q = softmax(z / β) (default 0.7). */
-      beta: number;
-      /** `gem.h`: linear, or logsigmoid which weighs each q_v by σ(0.01 (z_v − z_y)) (default linear). */
-      h: 'linear' | 'logsigmoid';
-    };
-
-export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
-
+/** A training config (the paper's YAML plus our keys), read and checked, every default filled in. */
 export interface TrainConfig {
   /** The config file, absolute. */
   file: string;
@@ -68,6 +60,7 @@ export interface TrainConfig {
   lora: LoraSettings;
   /** `lr`: AdamW's learning rate (default 5e-5). */
   lr: number;
+  /** `objective`: ce or gem, with `gem.beta` (default 0.7) and `gem.h` (linear or logsigmoid; default linear), filled in. */
   objective: Objective;
   /** `device`: auto, cpu, cuda or cuda:N (default auto: a GPU when there is one). */
   device: Device;
@@ -87,14 +80,15 @@ export interface TrainConfig {
   generate: boolean;
 }
 
+/** How a config is read. */
 export interface ConfigOptions {
   /** Where relative paths are looked for first (default: the process's current directory). */
   cwd?: string;
   /** Called for each fixable oddity (an unknown key, which is ignored). */
   warn?: WarnFn;
+  /** Where results go instead of `output_dir` (the CLI's --out); with it the config need not name one. Relative to `cwd`. */
+  outputDir?: string;
 }
-
-export const DEFAULT_TARGET_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 
 /** The keys of one YAML mapping, read with checks; absent and null keys take the default. */
 class Mapping {
@@ -268,12 +262,12 @@ export async function loadTrainConfig(path: string, options: ConfigOptions = {})
   const kind = top.choice('objective', ['ce', 'gem'] as const, 'ce');
   if (kind === 'ce' && Object.keys(gem.values).length > 0) warn(`${file}: gem settings ignored because objective is ce (set objective: gem to use them)`);
   const objective: Objective =
-    kind === 'ce' ? { kind } : { kind, beta: gem.number('beta', 0.7, true), h: gem.choice('h', ['linear', 'logsigmoid'] as const, 'linear') };
+    kind === 'ce' ? { kind } : { kind, beta: gem.number('beta', gemDefaults.beta, true), h: gem.choice('h', ['linear', 'logsigmoid'] as const, gemDefaults.h) };
 
   const device = top.string('device', { default: 'auto' });
   if (!/^(auto|cpu|cuda|cuda:(0|[1-9]\d*))$/.test(device)) top.fail('device', `must be auto, cpu, cuda or cuda:N, got ${describeValue(device)}`);
 
-  const targetModules = lora.get('target_modules') === undefined ? DEFAULT_TARGET_MODULES.slice() : lora.stringList('target_modules', false);
+  const targetModules = lora.get('target_modules') === undefined ? [...loraModules] : lora.stringList('target_modules', false);
   if (targetModules.length === 0) lora.fail('target_modules', 'is empty; list the linear layers to adapt, or leave it out for all seven projections');
   if (new Set(targetModules).size !== targetModules.length) lora.fail('target_modules', 'lists a module more than once');
 
@@ -288,26 +282,26 @@ export async function loadTrainConfig(path: string, options: ConfigOptions = {})
     trainPrompts: await resolvePromptSpecs(top.stringList('train_prompts', true), 'train_prompts', file, cwd),
     testPrompts: await resolvePromptSpecs(top.stringList('test_prompts', false), 'test_prompts', file, cwd),
     alg: {
-      nIters: alg.integer('n_iters', 50, 1),
-      earlyStop: alg.boolean('early_stop', false),
-      gamma: alg.number('gamma', 0.2, false),
+      nIters: alg.integer('n_iters', trainDefaults.nIters, 1),
+      earlyStop: alg.boolean('early_stop', trainDefaults.earlyStop),
+      gamma: alg.number('gamma', trainDefaults.gamma, false),
       batchSize: alg.integer('batch_size', 32, 1),
     },
     loadModel,
     ...(ckptDir === undefined ? {} : { ckptDir }),
-    outputDir: resolve(cwd, top.string('output_dir', { missing: 'say which directory the adapter and results go to' })),
+    outputDir: resolve(cwd, options.outputDir ?? top.string('output_dir', { missing: 'say which directory the adapter and results go to (or give --out DIR)' })),
     lora: {
-      rank: lora.integer('rank', 4, 1),
-      alpha: lora.number('alpha', 8, true),
+      rank: lora.integer('rank', loraDefaults.rank, 1),
+      alpha: lora.number('alpha', loraDefaults.alpha, true),
       targetModules,
     },
-    lr: top.number('lr', 5e-5, true),
+    lr: top.number('lr', trainDefaults.lr, true),
     objective,
     device: device as Device,
-    seed: top.integer('seed', 0, 0, 0xffffffff),
-    warmupSteps: top.integer('warmup_steps', 0, 0),
-    schedule: top.choice('schedule', ['constant', 'cosine'] as const, 'constant'),
-    promptsPerStep: top.integer('prompts_per_step', 1, 1),
+    seed: top.integer('seed', trainDefaults.seed, 0, 0xffffffff),
+    warmupSteps: top.integer('warmup_steps', trainDefaults.warmupSteps, 0),
+    schedule: top.choice('schedule', ['constant', 'cosine'] as const, trainDefaults.schedule),
+    promptsPerStep: top.integer('prompts_per_step', trainDefaults.promptsPerStep, 1),
     generate: top.boolean('generate', true),
   };
 }

@@ -23,6 +23,7 @@ export class TaskError extends DiffuseError {
 
 /** A training config (YAML) that cannot be used as given. */
 export class ConfigError extends DiffuseError {
+  /** The config file, absolute. */
   readonly file: string;
   /** The key at fault, dotted for nested keys (`alg_config.n_iters`, `train_prompts[1]`). */
   readonly field?: string;

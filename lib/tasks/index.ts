@@ -6,11 +6,8 @@ export { bioPeople, formatBioTarget, type BioPerson, type BioPools, type BioGend
 export { loadTasks, isBuiltinSpec, looksLikePath } from './load.js';
 export {
   loadTrainConfig,
-  DEFAULT_TARGET_MODULES,
   type TrainConfig,
   type AlgConfig,
   type LoraSettings,
-  type Objective,
-  type Device,
   type ConfigOptions,
 } from './config.js';

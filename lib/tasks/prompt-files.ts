@@ -26,6 +26,7 @@ export interface Task {
   hasTargets: boolean;
 }
 
+/** How prompt files and directories are read: where relative paths start, and where warnings go. */
 export interface ReadOptions {
   /** Relative paths are taken from here (default: the process's current directory). */
   cwd?: string;

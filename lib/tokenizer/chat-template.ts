@@ -7,6 +7,7 @@ import { Template } from '@huggingface/jinja';
 
 import { InvalidArgumentError, ModelFormatError } from '../errors.js';
 
+/** One turn of a chat, as chat templates take it. */
 export interface ChatMessage {
   role: string;
   content: string;

@@ -99,15 +99,23 @@ function idInJson(json: TokenizerJson, token: string): number | undefined {
   return undefined;
 }
 
+/** A model's tokenizer and chat template (from tokenizer.json or a GGUF's metadata), encoding exactly as the model was trained. */
 export class Tokenizer {
+  /** The directory or file it was read from. */
   readonly source: string;
+  /** Token ids run from 0 to vocabSize − 1. */
   readonly vocabSize: number;
+  /** The beginning-of-sequence id, when the tokenizer has one. */
   readonly bosTokenId: number | undefined;
+  /** The end-of-sequence id, when the tokenizer has one. */
   readonly eosTokenId: number | undefined;
+  /** The padding id, when the tokenizer has one. */
   readonly padTokenId: number | undefined;
   /** The token that ends an assistant turn: ChatML <|im_end|>, Llama-3 <|eot_id|>, Gemma <end_of_turn>, else EOS. */
   readonly endOfTurnId: number | undefined;
+  /** The special tokens the chat template may name (bos_token, eos_token, …), as text. */
   readonly specialTokens: Readonly<Partial<Record<SpecialTokenName, string>>>;
+  /** The chat template (Jinja), when the model has one. */
   readonly chatTemplate: ChatTemplate | undefined;
   private readonly hf: JsTokenizer;
 
@@ -150,6 +158,7 @@ export class Tokenizer {
     return undefined;
   }
 
+  /** Token ids of `text` (special tokens such as BOS added when the tokenizer adds them, unless addSpecialTokens is false). */
   encode(text: string, options: EncodeOptions = {}): number[] {
     if (typeof text !== 'string') throw new InvalidArgumentError(`encode takes a string, not ${typeof text}`);
     const { ids, tokens } = this.hf.encode(text, { add_special_tokens: options.addSpecialTokens ?? true });
@@ -159,6 +168,7 @@ export class Tokenizer {
     return ids as number[];
   }
 
+  /** The text of `ids` (special tokens kept unless skipSpecialTokens). */
   decode(ids: readonly number[], options: DecodeOptions = {}): string {
     for (const id of ids)
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize)
@@ -167,10 +177,12 @@ export class Tokenizer {
     return this.hf.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
   }
 
+  /** A token's id, or undefined when the vocabulary lacks it. */
   tokenToId(token: string): number | undefined {
     return this.hf.token_to_id(token);
   }
 
+  /** An id's token, or undefined when out of range. */
   idToToken(id: number): string | undefined {
     return this.hf.id_to_token(id);
   }

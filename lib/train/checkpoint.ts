@@ -24,11 +24,12 @@ import { join, resolve } from 'node:path';
 
 import { DiffuseError, InvalidArgumentError, ModelFormatError, NotFoundError } from '../errors.js';
 import { readSafetensors } from '../formats/safetensors.js';
-import { writeFileAtomically, writeSafetensors } from '../formats/safetensors-writer.js';
+import { makeDirectory, writeTextAtomically } from '../atomic-write.js';
+import { writeSafetensors } from '../formats/safetensors-writer.js';
 import { ADAPTER_WEIGHTS_FILE, adapterTensorsByKey, saveAdapter } from '../adapters/peft.js';
 import { readTensorsF32 } from '../adapters/tensor-file.js';
 import type { Adapter } from '../model/adapter.js';
-import type { Objective } from '../model/model.js';
+import type { Objective } from './objective.js';
 import type { PreparedPrompt } from '../targets/target-set.js';
 import type { PassRecord } from './train.js';
 
@@ -128,7 +129,7 @@ async function syncDirectory(dir: string): Promise<void> {
 /** Saves a checkpoint under `checkpointDir`; returns its step directory. */
 export async function saveCheckpoint(checkpointDir: string, adapter: Adapter, o: SaveCheckpointOptions): Promise<string> {
   const root = resolve(checkpointDir);
-  await mkdir(root, { recursive: true });
+  await makeDirectory(root);
   // A step saved before (by a run resumed from an earlier checkpoint) keeps its directory
   // until `latest` has moved on; this one gets a name of its own.
   let name = stepDirName(o.state.step);
@@ -157,16 +158,16 @@ export async function saveCheckpoint(checkpointDir: string, adapter: Adapter, o:
       adapter: { rank: adapter.rank, alpha: adapter.alpha, targetModules: [...adapter.targetModules] },
       ...(o.lastPass ? { lastPass: o.lastPass } : {}),
     };
-    await writeFileAtomically(join(temp, TRAINER_STATE_FILE), (write) => write(Buffer.from(JSON.stringify(trainer, null, 2) + '\n')));
+    await writeTextAtomically(join(temp, TRAINER_STATE_FILE), JSON.stringify(trainer, null, 2) + '\n');
     await syncDirectory(temp);
     await rename(temp, final);
     await syncDirectory(root);
-    await writeFileAtomically(join(root, LATEST_FILE), (write) => write(Buffer.from(name + '\n')));
+    await writeTextAtomically(join(root, LATEST_FILE), name + '\n');
     await syncDirectory(root);
   } catch (error) {
     await rm(temp, { recursive: true, force: true }).catch(() => undefined);
-    if (error instanceof DiffuseError) throw error;
-    throw new DiffuseError('IO', `cannot save a checkpoint in ${root} (${(error as Error).message}); the previous checkpoint is intact`, { cause: error });
+    if (error instanceof DiffuseError && error.code !== 'IO') throw error;
+    throw new DiffuseError('IO', `cannot save the checkpoint of step ${o.state.step} in ${root} (${(error as Error).message}); the previous checkpoint is intact`, { cause: error });
   }
   await pruneCheckpoints(root, name, o.keep);
   return final;
@@ -207,7 +208,37 @@ export async function readCheckpoint(path: string, options: { optional?: boolean
   if (trainer?.format !== CHECKPOINT_FORMAT) throw new ModelFormatError(file, 'format', `is ${JSON.stringify(trainer?.format)}, not ${CHECKPOINT_FORMAT}`);
   if (trainer.version !== CHECKPOINT_VERSION)
     throw new ModelFormatError(file, 'version', `is ${trainer.version}; this version of diffuse reads version ${CHECKPOINT_VERSION} checkpoints`);
+  checkTrainerState(file, trainer);
   return { dir, trainer };
+}
+
+/** The fields resuming reads, checked: a damaged trainer_state.json is named, never a TypeError. */
+function checkTrainerState(file: string, t: TrainerStateFile): void {
+  const fail = (field: string, problem: string): never => {
+    throw new ModelFormatError(file, field, `${problem}; the checkpoint is damaged, resume from an earlier one or start a fresh run`);
+  };
+  const object = (field: string, v: unknown) => {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(field, `is ${JSON.stringify(v) ?? 'missing'}, not an object`);
+  };
+  const whole = (field: string, v: unknown) => {
+    if (!Number.isSafeInteger(v) || (v as number) < 0) fail(field, `is ${JSON.stringify(v) ?? 'missing'}, not a whole number ≥ 0`);
+  };
+  const finite = (field: string, v: unknown) => {
+    if (typeof v !== 'number' || !Number.isFinite(v)) fail(field, `is ${JSON.stringify(v) ?? 'missing'}, not a finite number`);
+  };
+  object('state', t.state);
+  for (const key of ['step', 'pass', 'position', 'logBytes'] as const) whole(`state.${key}`, t.state[key]);
+  for (const key of ['passLoss', 'passOptimalLoss', 'elapsed'] as const) finite(`state.${key}`, t.state[key]);
+  if (t.state.logFile !== null && typeof t.state.logFile !== 'string') fail('state.logFile', `is ${JSON.stringify(t.state.logFile) ?? 'missing'}, not a path or null`);
+  object('options', t.options);
+  whole('nIters', t.nIters);
+  object('prompts', t.prompts);
+  whole('prompts.count', t.prompts.count);
+  if (typeof t.prompts.fingerprint !== 'string') fail('prompts.fingerprint', 'is missing');
+  object('adapter', t.adapter);
+  whole('adapter.rank', t.adapter.rank);
+  finite('adapter.alpha', t.adapter.alpha);
+  if (!Array.isArray(t.adapter.targetModules) || t.adapter.targetModules.some((m) => typeof m !== 'string')) fail('adapter.targetModules', 'is not a list of module names');
 }
 
 function describeDifferences(saved: MatchedOptions, now: MatchedOptions): string[] {

@@ -8,6 +8,7 @@ import type { AdapterOptions, LoraModule } from '../model/adapter.js';
 import type { TrainConfig } from '../tasks/config.js';
 import type { TrainOptions } from './train.js';
 
+/** The adapter a config asks for (its lora settings and seed), as model.createAdapter() takes it. */
 export function adapterOptionsFromConfig(config: TrainConfig): AdapterOptions {
   return { rank: config.lora.rank, alpha: config.lora.alpha, targetModules: config.lora.targetModules as LoraModule[], seed: config.seed };
 }

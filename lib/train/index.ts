@@ -2,13 +2,14 @@
 export {
   train,
   resolveTrainOptions,
-  trainDefaults,
   type TrainOptions,
   type ResolvedTrainOptions,
   type TrainResult,
   type StepRecord,
   type PassRecord,
 } from './train.js';
+export { trainDefaults, gemDefaults, loraDefaults } from './defaults.js';
+export { resolveObjective, type Objective } from './objective.js';
 export { learningRate, checkSchedule, type ScheduleKind, type ScheduleOptions } from './schedule.js';
 export { passOrder } from './order.js';
 export {

@@ -12,6 +12,7 @@
  */
 import { InvalidArgumentError } from '../errors.js';
 
+/** The learning rate after warmup: constant, or cosine decay to 0 over the run. */
 export type ScheduleKind = 'constant' | 'cosine';
 
 export interface ScheduleOptions {

@@ -20,17 +20,22 @@
  * folded into the AdamW kernel's gradient scale. Pass k's prompt order is a pure function of
  * (seed, k) (order.ts), so a resumed run takes the same steps as an uninterrupted one.
  */
-import { appendFile, mkdir, stat, truncate } from 'node:fs/promises';
+import { stat, truncate } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 
+import { appendLine, makeDirectory } from '../atomic-write.js';
 import { DiffuseError, InvalidArgumentError } from '../errors.js';
 import type { Adapter } from '../model/adapter.js';
-import { toNativeObjective, type Model, type Objective } from '../model/model.js';
+import { entropy } from '../eval/stats.js';
+import type { Model } from '../model/model.js';
 import { buildTrieBatch, type PreparedPrompt, type TrieBatch } from '../targets/target-set.js';
 import { loadCheckpointInto, promptsFingerprint, readCheckpoint, saveCheckpoint, type CheckpointState, type MatchedOptions } from './checkpoint.js';
+import { trainDefaults } from './defaults.js';
+import { resolveObjective, type Objective } from './objective.js';
 import { passOrder } from './order.js';
 import { checkSchedule, learningRate, type ScheduleKind } from './schedule.js';
 
+/** The training loop's settings; every one has the reference loop's default (trainDefaults). */
 export interface TrainOptions {
   /** Passes over all prompts (the reference's `n_iters`; default 50). */
   nIters?: number;
@@ -84,6 +89,7 @@ export interface TrainOptions {
   baseModel?: string | null;
 }
 
+/** One optimiser step, as onStep and the JSONL log get it. */
 export interface StepRecord {
   type: 'step';
   /** 1-based pass. */
@@ -109,6 +115,7 @@ export interface StepRecord {
   elapsed: number;
 }
 
+/** One complete pass over the prompts, as onPass and the JSONL log get it. */
 export interface PassRecord {
   type: 'pass';
   pass: number;
@@ -122,6 +129,7 @@ export interface PassRecord {
   elapsed: number;
 }
 
+/** How a training run ended. */
 export interface TrainResult {
   stopped: 'completed' | 'early' | 'signal';
   /** Optimiser steps taken over the whole run. */
@@ -153,23 +161,6 @@ export interface ResolvedTrainOptions {
   objective: Objective;
 }
 
-export const trainDefaults: ResolvedTrainOptions = {
-  nIters: 50,
-  lr: 5e-5,
-  beta1: 0.9,
-  beta2: 0.999,
-  eps: 1e-5,
-  weightDecay: 0.01,
-  maxGradNorm: 1,
-  warmupSteps: 0,
-  schedule: 'constant',
-  promptsPerStep: 1,
-  seed: 0,
-  earlyStop: false,
-  gamma: 0.2,
-  objective: { kind: 'ce' },
-};
-
 function positiveInteger(name: string, value: number): number {
   if (!Number.isSafeInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a whole number ≥ 1, not ${value}`);
   return value;
@@ -188,8 +179,7 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
     if (!(b >= 0 && b < 1)) throw new InvalidArgumentError(`AdamW ${name} must be in [0, 1), not ${b}`);
   const maxGradNorm = options.maxGradNorm ?? d.maxGradNorm;
   if (!(maxGradNorm > 0)) throw new InvalidArgumentError(`maxGradNorm must be > 0 (Infinity turns clipping off), not ${maxGradNorm}`);
-  const objective = options.objective ?? d.objective;
-  toNativeObjective(objective);
+  const objective = resolveObjective(options.objective ?? d.objective);
   const resolved: ResolvedTrainOptions = {
     nIters: positiveInteger('nIters', options.nIters ?? d.nIters),
     lr: finiteAtLeast('lr', options.lr ?? d.lr, 0, false),
@@ -204,21 +194,23 @@ export function resolveTrainOptions(options: TrainOptions): ResolvedTrainOptions
     seed: options.seed ?? d.seed,
     earlyStop: options.earlyStop ?? d.earlyStop,
     gamma: finiteAtLeast('gamma', options.gamma ?? d.gamma, 0, false),
-    objective: objective.kind === 'ce' ? { kind: 'ce' } : { kind: 'gem', beta: objective.beta ?? 0.7, h: objective.h ?? 'linear' },
+    objective,
   };
   if (!Number.isSafeInteger(resolved.seed) || resolved.seed < 0) throw new InvalidArgumentError(`seed must be a whole number ≥ 0, not ${resolved.seed}`);
   checkSchedule({ lr: resolved.lr, warmupSteps: resolved.warmupSteps, schedule: resolved.schedule, totalSteps: resolved.schedule === 'cosine' ? Number.MAX_SAFE_INTEGER : 0 });
   return resolved;
 }
 
-function entropy(p: number[]): number {
-  return -p.reduce((s, x) => (x > 0 ? s + x * Math.log(x) : s), 0);
+/** torch.nn.utils.clip_grad_norm_'s factor: min(1, max_norm / (‖g‖ + 1e−6)). */
+export function clipCoefficient(gradNorm: number, maxGradNorm: number): number {
+  const clip = maxGradNorm / (gradNorm + 1e-6);
+  return clip < 1 ? clip : 1;
 }
 
 /** −Σ p*(y) log pθ(y|x) over the prompts of a trie batch, from per-sequence log-probabilities. */
-function crossEntropy(trie: TrieBatch, logProbs: number[][]): number {
+function crossEntropy(trie: TrieBatch, sequenceLogProbs: number[][]): number {
   let loss = 0;
-  trie.prompts.forEach((p, i) => p.sequences.forEach((s, j) => (loss -= s.weight * logProbs[i][j])));
+  trie.prompts.forEach((p, i) => p.sequences.forEach((s, j) => (loss -= s.weight * sequenceLogProbs[i][j])));
   return loss;
 }
 
@@ -285,7 +277,7 @@ export async function train(model: Model, adapter: Adapter, prompts: PreparedPro
   }
   state.logFile = logFile;
   if (logFile !== null) {
-    await mkdir(dirname(logFile), { recursive: true });
+    await makeDirectory(dirname(logFile));
     state.logBytes = (await stat(logFile).catch(() => undefined))?.size ?? 0;
   }
 
@@ -293,9 +285,7 @@ export async function train(model: Model, adapter: Adapter, prompts: PreparedPro
   const elapsed = () => state.elapsed + (performance.now() - segmentStart) / 1000;
   const log = async (record: StepRecord | PassRecord) => {
     if (logFile !== null) {
-      const line = JSON.stringify(record) + '\n';
-      await appendFile(logFile, line);
-      state.logBytes += Buffer.byteLength(line);
+      state.logBytes += await appendLine(logFile, JSON.stringify(record) + '\n');
     }
   };
   const save = async () => {
@@ -331,14 +321,13 @@ export async function train(model: Model, adapter: Adapter, prompts: PreparedPro
       const out = await model.step(trie, adapter, o.objective);
       // The step's gradient is the mean over its prompts: scale the summed one by 1/|group|.
       const gradNorm = (await adapter.gradNorm()) / group.length;
-      const loss = crossEntropy(trie, out.logProbs);
+      const loss = crossEntropy(trie, out.sequenceLogProbs);
       const step = state.step + 1;
       if (!Number.isFinite(gradNorm) || !Number.isFinite(loss))
         throw new DiffuseError(
           'DIVERGED',
           `training diverged at step ${step} (prompts ${group.map((i) => names[i]).join(', ')}): the loss is ${loss} and the gradient norm ${gradNorm}; the adapter was not updated. Lower the learning rate${checkpoint ? ` and resume from ${checkpoint}` : ''}`,
         );
-      const clip = o.maxGradNorm / (gradNorm + 1e-6);
       const lr = learningRate(step, schedule);
       await adapter.adamwStep({
         lr,
@@ -347,7 +336,7 @@ export async function train(model: Model, adapter: Adapter, prompts: PreparedPro
         eps: o.eps,
         weightDecay: o.weightDecay,
         step,
-        gradScale: (clip < 1 ? clip : 1) / group.length,
+        gradScale: clipCoefficient(gradNorm, o.maxGradNorm) / group.length,
       });
       const seconds = (performance.now() - started) / 1000;
       const optimalLoss = group.reduce((s, i) => s + optimal[i], 0);

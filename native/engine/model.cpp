@@ -454,10 +454,13 @@ void Session::reserve(int64_t rows) {
   capacity_ = cap;
 }
 
-void Session::reset() {
-  rows_ = 0;
-  parents_.clear();
-  depth_.clear();
+void Session::reset() { truncate(0); }
+
+void Session::truncate(int64_t rows) {
+  require(rows >= 0 && rows <= rows_, "session: cannot truncate to " + std::to_string(rows) + " rows; it has " + std::to_string(rows_));
+  rows_ = rows;
+  parents_.resize(static_cast<size_t>(rows));
+  depth_.resize(static_cast<size_t>(rows));
 }
 
 int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<int32_t>& parents) {

@@ -114,6 +114,8 @@ class Session {
               const SampleParams& params, uint64_t step, std::vector<int32_t>& tokens,
               std::vector<float>& logp);
   void reset();
+  // Drops every row from `rows` on, keeping the cached rows before it (a shared prompt, say).
+  void truncate(int64_t rows);
 
  private:
   void reserve(int64_t rows);

@@ -38,6 +38,17 @@ std::vector<float> unpermute_rows(const std::vector<float>& w, int64_t rows, int
   return out;
 }
 
+// Weights are checked as they are read: one NaN or Inf would make every log-probability NaN.
+void refuse_non_finite(int64_t at, const std::vector<int64_t>& shape, const std::string& where, const std::string& what_to_do) {
+  if (at < 0) return;
+  std::string index;
+  for (size_t i = shape.size(), rest = static_cast<size_t>(at); i-- > 0;) {
+    index = std::to_string(rest % shape[i]) + (index.empty() ? "" : ", ") + index;
+    rest /= shape[i];
+  }
+  throw Error(ErrorCode::FORMAT, where + " holds a non-finite value (NaN or Inf) at [" + index + "]; " + what_to_do);
+}
+
 class Loader {
  public:
   Loader(Backend& backend, const std::vector<TensorSource>& sources) : backend_(backend) {
@@ -82,6 +93,7 @@ class Loader {
       case TensorSource::Kind::Data:
         if (static_cast<int64_t>(s.data.size()) != n)
           throw Error(ErrorCode::INVALID_ARGUMENT, where + ": " + std::to_string(s.data.size()) + " values given for " + std::to_string(n) + " elements");
+        refuse_non_finite(first_non_finite(StorageType::F32, s.data.data(), n), s.shape, where, "give finite values");
         std::copy(s.data.begin(), s.data.end(), values.begin());
         break;
       case TensorSource::Kind::Init:
@@ -95,6 +107,8 @@ class Loader {
         if (s.offset > file.size() || need > file.size() - s.offset)
           throw Error(ErrorCode::FORMAT, where + " (" + s.storage + ", " + std::to_string(need) + " bytes at offset " + std::to_string(s.offset) +
                                              ") runs past the end of the file (" + std::to_string(file.size()) + " bytes); the file is truncated or corrupt");
+        refuse_non_finite(first_non_finite(type, file.data() + s.offset, n), s.shape, where,
+                          "the file is damaged or was written from a diverged model; re-download or re-convert it");
         dequantize(type, file.data() + s.offset, values.data(), n);
         break;
       }

@@ -1,5 +1,7 @@
 #include "io/dequant.h"
 
+#include <atomic>
+#include <cmath>
 #include <cstring>
 
 #include "cpu/thread_pool.h"
@@ -131,6 +133,20 @@ void block_q6_k(const uint8_t* b, float* y) {
 
 using BlockFn = void (*)(const uint8_t*, float*);
 
+// Byte offsets of a block's f16 scales (d, and m or dmin where there is one); -1 for none.
+void block_scales(StorageType t, int& a, int& b) {
+  switch (t) {
+    case StorageType::Q4_1:
+    case StorageType::Q5_1:
+    case StorageType::Q4_K:
+    case StorageType::Q5_K: a = 0, b = 2; return;
+    case StorageType::Q6_K: a = 208, b = -1; return;
+    default: a = 0, b = -1; return;  // Q8_0, Q4_0, Q5_0: d first
+  }
+}
+
+bool f16_non_finite(uint16_t h) { return (h & 0x7C00) == 0x7C00; }
+
 BlockFn block_fn(StorageType t) {
   switch (t) {
     case StorageType::Q8_0: return block_q8_0;
@@ -247,6 +263,41 @@ void dequantize(StorageType type, const void* src, float* dst, int64_t n) {
       }
     }
   });
+}
+
+int64_t first_non_finite(StorageType type, const void* src, int64_t n) {
+  const uint8_t* s = static_cast<const uint8_t*>(src);
+  const int64_t bv = storage_block_values(type);
+  require(n % bv == 0, "first_non_finite: value count is not a multiple of the block size");
+  const int64_t blocks = n / bv, bb = storage_block_bytes(type);
+  std::atomic<int64_t> first{blocks};
+  int sa = 0, sb = -1;
+  block_scales(type, sa, sb);
+  parallel_for(blocks, 1 << 14, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end && i < first.load(std::memory_order_relaxed); ++i) {
+      bool bad;
+      switch (type) {
+        case StorageType::F32: bad = (load_u32(s + 4 * i) & 0x7F800000u) == 0x7F800000u; break;
+        case StorageType::F16: bad = f16_non_finite(load_u16(s + 2 * i)); break;
+        case StorageType::BF16: bad = (load_u16(s + 2 * i) & 0x7F80) == 0x7F80; break;
+        default: bad = f16_non_finite(load_u16(s + i * bb + sa)) || (sb >= 0 && f16_non_finite(load_u16(s + i * bb + sb)));
+      }
+      if (bad) {
+        int64_t seen = first.load();
+        while (i < seen && !first.compare_exchange_weak(seen, i)) {
+        }
+        return;
+      }
+    }
+  });
+  const int64_t block = first.load();
+  if (block == blocks) return -1;
+  if (bv == 1) return block;
+  float values[256];
+  block_fn(type)(s + block * bb, values);
+  for (int64_t j = 0; j < bv; ++j)
+    if (!std::isfinite(values[j])) return block * bv + j;
+  return block * bv;
 }
 
 }  // namespace diffuse

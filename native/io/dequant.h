@@ -29,4 +29,10 @@ float bf16_to_f32(uint16_t h);
 // Widens n values (a multiple of the block size) from src to dst, over the thread pool.
 void dequantize(StorageType type, const void* src, float* dst, int64_t n);
 
+// The index of the first of n stored values (a multiple of the block size) that widens to NaN
+// or ±Inf, or -1 when every one is finite. Reads the stored bytes, not a widened copy: plain
+// types by their exponent bits, block types by their f16 scales (a block's values are finite
+// exactly when its scales are), so it costs a fraction of a widening pass.
+int64_t first_non_finite(StorageType type, const void* src, int64_t n);
+
 }  // namespace diffuse

@@ -69,6 +69,20 @@ describe('diffuse train', () => {
     expect((await readAdapterConfig(out)).baseModel).toBe(modelPath);
   });
 
+  it('takes --out for a config without output_dir, and names both when neither is given', async () => {
+    const noOutput = join(dir, 'configs', 'no-output.yaml');
+    await writeFile(noOutput, ['model: meta-llama/Llama-2-13b-chat-hf', 'train_prompts:', '- prompts/digits', ''].join('\n'));
+    const out = join(dir, 'no-output-dir');
+    const { code, stdout, stderr } = await runCli(['train', noOutput, '--model', modelPath, '--out', out, '--iters', '1', '--json']);
+    expect(stderr).not.toContain('output_dir');
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout)).toMatchObject({ steps: 2, passes: 1 });
+    expect((await readAdapterConfig(out)).rank).toBe(4);
+    const neither = await runCli(['train', noOutput, '--model', modelPath, '--iters', '1']);
+    expect(neither.code).toBe(1);
+    expect(neither.stderr).toContain(`${noOutput}: output_dir: missing; say which directory the adapter and results go to (or give --out DIR)`);
+  });
+
   it('says when the config\'s model is not available, and how to swap it', async () => {
     // A hub that refuses connections stands for a machine without network access.
     const endpoint = process.env.HF_ENDPOINT;

@@ -1,10 +1,10 @@
 /**
  * The core step: exact log-probabilities of a trie batch and exact LoRA gradients of the
- * distribution-matching loss, against the reference algorithm's padded layout (same kernels),
+ * distribution-matching loss, against the reference algorithm's per-sequence layout (same kernels),
  * a float64 reference model, and central finite differences.
  */
 import { native, type EngineConfig, type NativeAdapter, type NativeModel } from '../../lib/native.js';
-import { buildPaddedBatch, buildTrieBatch, sequenceLogProbs, type PreparedPrompt } from '../../lib/targets/target-set.js';
+import { buildSequenceBatch, buildTrieBatch, sequenceLogProbs, type PreparedPrompt } from '../../lib/targets/target-set.js';
 import { makeTinyModel, tinyConfig, tinyModelSources, type TinyModel, type TinyModelOptions } from '../helpers/tiny-model.js';
 import { moduleNames, referenceEdgeLogProbs, referenceLoss, type ReferenceLora, type ReferenceWeights } from '../reference/model.js';
 import { relErr } from '../train/tiny-training.js';
@@ -174,26 +174,26 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options, finiteDi
     expect(relErr(edgeLogProbs, referenceEdgeLogProbs(referenceOf(tiny), trie.batch))).toBeLessThan(1e-5);
   });
 
-  it('gives the padded reference layout the same target log-probabilities with fewer positions', async () => {
+  it('gives the per-sequence reference layout the same target log-probabilities with fewer positions', async () => {
     const prompts = samplePrompts(tiny.config.vocabSize);
     const trie = buildTrieBatch(prompts);
-    const padded = buildPaddedBatch(prompts);
+    const perSequence = buildSequenceBatch(prompts);
     const a = sequenceLogProbs(trie, (await model.forward(trie.batch)).edgeLogProbs).flat();
-    const b = sequenceLogProbs(padded, (await model.forward(padded.batch)).edgeLogProbs).flat();
+    const b = sequenceLogProbs(perSequence, (await model.forward(perSequence.batch)).edgeLogProbs).flat();
     expect(relErr(a, b)).toBeLessThan(1e-5);
-    expect(trie.positions).toBeLessThan(padded.positions);
+    expect(trie.positions).toBeLessThan(perSequence.positions);
   });
 
-  it('gives the trie and the padded layout the same loss and LoRA gradients', async () => {
+  it('gives the trie and the per-sequence layout the same loss and LoRA gradients', async () => {
     const prompts = samplePrompts(tiny.config.vocabSize);
     const adapter = await model.createAdapter({ rank: 3, alpha: 6, targetModules: [], seed: 11 });
     await randomiseB(adapter, 12);
     const trie = buildTrieBatch(prompts);
-    const padded = buildPaddedBatch(prompts);
+    const perSequence = buildSequenceBatch(prompts);
     const lossTrie = (await model.step(trie.batch, adapter, { kind: 'ce' })).loss;
     const gTrie = await grads(adapter);
     await adapter.zeroGrad();
-    const lossPadded = (await model.step(padded.batch, adapter, { kind: 'ce' })).loss;
+    const lossPadded = (await model.step(perSequence.batch, adapter, { kind: 'ce' })).loss;
     const gPadded = await grads(adapter);
     expect(Math.abs(lossTrie - lossPadded) / Math.abs(lossPadded)).toBeLessThan(1e-5);
     for (const [name, g] of gTrie) expect(relErr(g, gPadded.get(name)!)).toBeLessThan(1e-4);

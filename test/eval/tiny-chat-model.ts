@@ -11,13 +11,13 @@ import { join } from 'node:path';
 import { readGguf } from '../../lib/formats/gguf.js';
 import { loadModel } from '../../lib/model/load.js';
 import type { Model } from '../../lib/model/model.js';
-import { gguf, writeGgufModel, type GgufWriteValue } from '../helpers/write-gguf.js';
+import { gguf, writeGgufModel, type GgufModelOptions, type GgufWriteValue } from '../helpers/write-gguf.js';
 import { makeTinyModel } from '../helpers/tiny-model.js';
 
 const fixture = new URL('../fixtures/tokenizer/tiny-spm.gguf', import.meta.url).pathname;
 
 /** Writes the model to a fresh temporary directory and returns the file's path. */
-export async function writeTinyChatModel(seed = 1): Promise<string> {
+export async function writeTinyChatModel(seed = 1, options: Omit<GgufModelOptions, 'tokenizer'> = {}): Promise<string> {
   const spm = await readGguf(fixture);
   const tokenizer: Record<string, GgufWriteValue> = {};
   for (const [key, value] of spm.metadata) {
@@ -28,7 +28,7 @@ export async function writeTinyChatModel(seed = 1): Promise<string> {
   }
   const vocab = (spm.metadata.get('tokenizer.ggml.tokens') as string[]).length;
   const path = join(await mkdtemp(join(tmpdir(), 'diffuse-eval-')), 'tiny-chat.gguf');
-  await writeGgufModel(path, makeTinyModel({ vocab, seed }), { tokenizer });
+  await writeGgufModel(path, makeTinyModel({ vocab, seed }), { ...options, tokenizer });
   return path;
 }
 

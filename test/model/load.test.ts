@@ -22,8 +22,8 @@ describe('loadModel', () => {
     expect(pickDevice('cpu')).toBe('cpu');
   });
 
-  it('refuses device cuda without a GPU, saying why', async () => {
-    if (native().cudaStatus().available) return;
+  const gpu = native().cudaStatus().available;
+  (gpu ? it.skip : it)(`refuses device cuda without a GPU, saying why${gpu ? ' (skipped: this machine has a GPU)' : ''}`, async () => {
     await expect(loadModel({ config: 'smollm2-135m', randomInit: true }, { device: 'cuda' })).rejects.toMatchObject({ code: 'UNSUPPORTED', message: expect.stringMatching(/cuda.*not available/) });
   });
 

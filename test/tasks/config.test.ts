@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 
 import { DiffuseError } from '../../lib/errors.js';
-import { DEFAULT_TARGET_MODULES, loadTrainConfig, type TrainConfig } from '../../lib/tasks/config.js';
+import { loadTrainConfig, type TrainConfig } from '../../lib/tasks/config.js';
 import { ConfigError, type WarnFn } from '../../lib/tasks/errors.js';
 import { loadTasks } from '../../lib/tasks/load.js';
 
@@ -72,7 +72,8 @@ describe('the reference configs', () => {
 });
 
 const ourDefaults = {
-  lora: { rank: 4, alpha: 8, targetModules: DEFAULT_TARGET_MODULES },
+  // The reference's LoraConfig: r = 4, PEFT's alpha 8, every projection of a Llama block.
+  lora: { rank: 4, alpha: 8, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] },
   lr: 5e-5,
   objective: { kind: 'ce' },
   device: 'auto',
@@ -195,6 +196,16 @@ async function loadConfig(yamlText: string, warn: WarnFn = noWarnings): Promise<
   writeFileSync(join(scratch, 'c.yaml'), yamlText);
   return loadTrainConfig('c.yaml', { cwd: scratch, warn });
 }
+
+describe('the output directory', () => {
+  test('comes from outputDir (the CLI\'s --out) over output_dir, and a config may then leave output_dir out', async () => {
+    writeFileSync(join(scratch, 'c.yaml'), 'model: m\ntrain_prompts: [fruits]\n');
+    expect((await loadTrainConfig('c.yaml', { cwd: scratch, warn: noWarnings, outputDir: 'given' })).outputDir).toBe(join(scratch, 'given'));
+    writeFileSync(join(scratch, 'c.yaml'), 'model: m\ntrain_prompts: [fruits]\noutput_dir: written\n');
+    expect((await loadTrainConfig('c.yaml', { cwd: scratch, warn: noWarnings })).outputDir).toBe(join(scratch, 'written'));
+    expect((await loadTrainConfig('c.yaml', { cwd: scratch, warn: noWarnings, outputDir: '/abs/given' })).outputDir).toBe('/abs/given');
+  });
+});
 
 describe('bad configs', () => {
   const base = 'model: m\ntrain_prompts: [fruits]\noutput_dir: o\n';

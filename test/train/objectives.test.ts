@@ -5,7 +5,8 @@
  * constant, so its gradient is that of the surrogate with c̄ frozen at the current θ.
  */
 import type { Adapter } from '../../lib/model/adapter.js';
-import type { Model, Objective } from '../../lib/model/model.js';
+import type { Model } from '../../lib/model/model.js';
+import type { Objective } from '../../lib/train/objective.js';
 import { buildTrieBatch } from '../../lib/targets/target-set.js';
 import type { TinyModel } from '../helpers/tiny-model.js';
 import { objectiveSurrogate, type ReferenceObjective } from '../reference/objectives.js';

@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import type { Adapter } from '../../lib/model/adapter.js';
-import type { Model, Objective } from '../../lib/model/model.js';
+import type { Model } from '../../lib/model/model.js';
+import type { Objective } from '../../lib/train/objective.js';
 import type { PreparedPrompt } from '../../lib/targets/target-set.js';
 import { passOrder } from '../../lib/train/order.js';
 import { learningRate } from '../../lib/train/schedule.js';
@@ -52,7 +53,7 @@ async function referenceRun(
     await mirror.zeroGrad();
     const out = await model.step(group, mirror, s.objective ?? { kind: 'ce' });
     let loss = 0;
-    group.forEach((p, j) => p.sequences.forEach((seq, k) => (loss -= seq.weight * out.logProbs[j][k])));
+    group.forEach((p, j) => p.sequences.forEach((seq, k) => (loss -= seq.weight * out.sequenceLogProbs[j][k])));
     losses.push(loss);
     const grads = new Map<string, Float64Array>();
     let sq = 0;

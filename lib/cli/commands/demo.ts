@@ -6,12 +6,13 @@
  * JSON of base and tuned) and the adapter in OUT/adapter.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import type { Command } from 'commander';
 
 import { InvalidArgumentError } from '../../errors.js';
+import { makeDirectory, writeTextAtomically } from '../../atomic-write.js';
 import { evaluate, type Evaluation, type EvaluateOptions, type TaskEvaluation } from '../../eval/evaluate.js';
 import { renderReport } from '../../eval/report.js';
 import type { Adapter } from '../../model/adapter.js';
@@ -112,7 +113,7 @@ export function registerDemo(program: Command): void {
     let adapter: Adapter | undefined;
     try {
       for (const path of earlier) await rm(path, { recursive: true, force: true });
-      await mkdir(outDir, { recursive: true });
+      await makeDirectory(outDir);
       const warn = (m: string) => process.stderr.write(`diffuse: warning: ${m}\n`);
       const measure = async (label: string, tuning: Adapter | undefined): Promise<Evaluation> => {
         say(`measuring the ${label} model: exactly on ${[trained, ...heldOut].map((t) => t.name).join(', ')}${o.samples > 0 ? `, and ${o.samples} samples per prompt of ${trained.name}` : ''}`);
@@ -146,7 +147,7 @@ export function registerDemo(program: Command): void {
 
       const training = { task: trained.name, passes: outcome.passes, steps: outcome.steps, seconds: outcome.elapsed, lr: o.lr, rank: o.rank, lastPass: outcome.lastPass ?? null };
       const summary = { model: model.spec, device: model.device, trainedOn: trained.name, heldOut: heldOut.map((t) => t.name), training, adapter: outcome.adapterDir, base, tuned };
-      await writeFile(join(outDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
+      await writeTextAtomically(join(outDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`);
       const report = renderReport(
         [
           { label: 'base', evaluation: base },
@@ -154,7 +155,7 @@ export function registerDemo(program: Command): void {
         ],
         { title: `diffuse demo: ${model.spec}, tuned on ${trained.name}` },
       );
-      await writeFile(join(outDir, 'report.html'), report);
+      await writeTextAtomically(join(outDir, 'report.html'), report);
 
       if (o.json) {
         process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);

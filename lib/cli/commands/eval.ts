@@ -3,12 +3,12 @@
  * from samples when asked — as a table with bars, as JSON, and as an HTML report; with
  * --adapter --compare-base, the base model beside the tuned one.
  */
-import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 
 import type { Command } from 'commander';
 
 import { InvalidArgumentError } from '../../errors.js';
+import { writeTextAtomically } from '../../atomic-write.js';
 import { evaluate, type Evaluation, type EvaluateOptions, type EvaluationSettings, type TaskEvaluation } from '../../eval/evaluate.js';
 import type { Interval } from '../../eval/stats.js';
 import { renderReport, targetLabel, type ReportRun } from '../../eval/report.js';
@@ -196,7 +196,7 @@ export function registerEval(program: Command): void {
       }
       if (o.report) {
         const title = `diffuse eval: ${o.model}${o.adapter ? ` with ${o.adapter}` : ''}`;
-        await writeFile(o.report, renderReport(runs, { title }));
+        await writeTextAtomically(resolve(o.report), renderReport(runs, { title }));
         process.stderr.write(`wrote ${resolve(o.report)}\n`);
       }
     } finally {

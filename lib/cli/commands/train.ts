@@ -2,20 +2,20 @@
  * diffuse train: LoRA-tune a model toward the target distributions of tasks — from a config
  * file (the paper's YAML, plus our keys) or from flags — and save the adapter in PEFT layout.
  */
-import { writeFile, mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import type { Command } from 'commander';
 
 import { DiffuseError, InvalidArgumentError } from '../../errors.js';
+import { makeDirectory, writeTextAtomically } from '../../atomic-write.js';
 import { DEFAULT_MODEL } from '../../model/default-model.js';
 import type { Device } from '../../model/load.js';
-import type { Adapter, LoraModule } from '../../model/adapter.js';
-import type { Model, Objective } from '../../model/model.js';
+import { loraModules, type Adapter, type LoraModule } from '../../model/adapter.js';
+import type { Model } from '../../model/model.js';
 import { Progress } from '../../progress.js';
 import type { TargetRequest } from '../../targets/target-set.js';
 import { loadTasks, loadTrainConfig, type TrainConfig } from '../../tasks/index.js';
-import { adapterOptionsFromConfig, trainOptionsFromConfig, type StepRecord, type TrainOptions } from '../../train/index.js';
+import { adapterOptionsFromConfig, gemDefaults, loraDefaults, trainOptionsFromConfig, type Objective, type StepRecord, type TrainOptions } from '../../train/index.js';
 import { loadCliModel, parseNumber, parsePositiveInt, parseWholeNumber } from '../common.js';
 import { runTraining } from '../training-run.js';
 
@@ -59,7 +59,7 @@ interface Plan {
 /** The objective the flags ask for, or undefined when they ask for none. */
 function objectiveFromFlags(f: TrainFlags): Objective | undefined {
   if (f.objective && f.objective !== 'ce' && f.objective !== 'gem') throw new InvalidArgumentError(`--objective must be ce or gem, not '${String(f.objective)}'`);
-  if (f.objective === 'gem') return { kind: 'gem', beta: f.gemBeta ?? 0.7, h: f.gemH ?? 'linear' };
+  if (f.objective === 'gem') return { kind: 'gem', beta: f.gemBeta ?? gemDefaults.beta, h: f.gemH ?? gemDefaults.h };
   if (f.objective === 'ce') return { kind: 'ce' };
   if (f.gemBeta !== undefined || f.gemH !== undefined) throw new InvalidArgumentError('--gem-beta and --gem-h belong to --objective gem; add it');
   return undefined;
@@ -97,7 +97,7 @@ function planFromFlags(f: TrainFlags): Plan {
     taskCwd: process.cwd(),
     outDir: resolve(f.out),
     device: f.device ?? 'auto',
-    adapter: { rank: f.rank ?? 4, alpha: f.alpha ?? 8, targetModules: (f.modules ?? ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']) as LoraModule[], seed: f.seed ?? 0 },
+    adapter: { rank: f.rank ?? loraDefaults.rank, alpha: f.alpha ?? loraDefaults.alpha, targetModules: (f.modules ?? [...loraModules]) as LoraModule[], seed: f.seed ?? loraDefaults.seed },
     options: overridden({ objective: { kind: 'ce' } }, optionsFromFlags(f)),
   };
 }
@@ -110,7 +110,7 @@ function planFromConfig(config: TrainConfig, f: TrainFlags): Plan {
     modelFromConfig: f.model === undefined,
     tasks: config.trainPrompts,
     taskCwd: process.cwd(),
-    outDir: f.out ? resolve(f.out) : config.outputDir,
+    outDir: config.outputDir,
     device: f.device ?? config.device,
     adapter: {
       rank: f.rank ?? a.rank!,
@@ -166,7 +166,9 @@ export function registerTrain(program: Command): void {
     .option('--resume', 'continue from the latest checkpoint in OUT/checkpoints')
     .option('--json', 'print one JSON object with the run\'s records at the end')
     .action(async (configPath: string | undefined, f: TrainFlags) => {
-      const config = configPath ? await loadTrainConfig(configPath, { cwd: process.cwd(), warn: (m) => process.stderr.write(`diffuse: warning: ${m}\n`) }) : undefined;
+      const config = configPath
+        ? await loadTrainConfig(configPath, { cwd: process.cwd(), outputDir: f.out, warn: (m) => process.stderr.write(`diffuse: warning: ${m}\n`) })
+        : undefined;
       if (config && f.task) throw new InvalidArgumentError('give either a config file or --task, not both (the config names its train_prompts)');
       const plan = config ? planFromConfig(config, f) : planFromFlags(f);
       const tasks = await loadTasks(plan.tasks, { cwd: plan.taskCwd });
@@ -185,7 +187,7 @@ export function registerTrain(program: Command): void {
             `training a rank-${adapter.rank} LoRA (${adapter.parameterCount.toLocaleString('en')} parameters) on ${prompts.length} prompt(s) from ${tasks.map((t) => t.name).join(', ')} → ${plan.outDir}`,
           );
         const records: StepRecord[] = [];
-        await mkdir(plan.outDir, { recursive: true });
+        await makeDirectory(plan.outDir);
         const outcome = await runTraining({
           model,
           adapter,
@@ -209,7 +211,7 @@ export function registerTrain(program: Command): void {
           seconds: outcome.elapsed,
           lastPass: outcome.lastPass ?? null,
         };
-        await writeFile(join(plan.outDir, 'training.json'), `${JSON.stringify({ ...summary, options: plan.options, adapterOptions: plan.adapter, tasks: plan.tasks }, null, 2)}\n`);
+        await writeTextAtomically(join(plan.outDir, 'training.json'), `${JSON.stringify({ ...summary, options: plan.options, adapterOptions: plan.adapter, tasks: plan.tasks }, null, 2)}\n`);
         if (f.json) process.stdout.write(`${JSON.stringify({ ...summary, records }, null, 2)}\n`);
         else {
           const last = outcome.lastPass;
