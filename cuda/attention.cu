@@ -5,6 +5,8 @@
 //             lse = m + log l  (saved)
 //   backward: p_j = exp(s_j - lse);  dp_j = dout . v_j;  D = dout . out;  ds_j = p_j (dp_j - D)
 //             dq = scale sum_j ds_j k_j;  dk_j += scale ds_j q;  dv_j += p_j dout
+//   soft-cap (shape.softcap = c > 0, Gemma 2): s_j = c tanh(scale q . k_j / c), and ds_j gains
+//             the factor 1 - tanh^2 (soft_cap below).
 //
 // The graph builds every list root-first: a contiguous run of rows (the prompt, and the
 // trie nodes that directly follow their parents) and then a short path of ancestors. A small
@@ -62,7 +64,24 @@ struct AttnParams {
   int q_heads, kv_heads, head_dim, group;
   int heads_per_block, rows_per_block, head_chunks;
   float scale;
+  float softcap;  // 0: none
 };
+
+// Gemma 2's attention soft-cap on one score: c tanh(s / c) when c > 0, with *slope = d/ds of it
+// (1 - tanh^2), which the backward's ds carries.
+__device__ __forceinline__ float soft_cap(float s, float cap, float* slope) {
+  if (cap <= 0.f) {
+    *slope = 1.f;
+    return s;
+  }
+  const float t = tanhf(s / cap);
+  *slope = 1.f - t * t;
+  return cap * t;
+}
+__device__ __forceinline__ float soft_cap(float s, float cap) {
+  float slope;
+  return soft_cap(s, cap, &slope);
+}
 
 // Each row's contiguous run: run_len = the longest L with key_rows[k0 + j] == key_rows[k0] + j
 // for j < L. One warp per row.
@@ -247,7 +266,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttnParams 
       if (len == 0) continue;
       const int key = t0 + lane;
       const bool valid = key >= start && key < start + len;
-      const float score = valid ? p.scale * dot_bf16(Qs + pp * hd, Ks + lane * stride, words) : -INFINITY;
+      const float score = valid ? soft_cap(p.scale * dot_bf16(Qs + pp * hd, Ks + lane * stride, words), p.softcap) : -INFINITY;
       online_update<kWpl>(score, kTile, m[s], l[s], acc[s], [&](int j) { return Vs + j * stride; }, words, lane);
     }
   }
@@ -263,7 +282,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttnParams 
       const bool valid = j < info.k1[pp];
       const int64_t key = valid ? p.key_rows[j] : 0;
       const float score =
-          valid ? p.scale * dot_bf16(Qs + pp * hd, p.k + (key * p.kv_heads + kvh) * hd, words) : -INFINITY;
+          valid ? soft_cap(p.scale * dot_bf16(Qs + pp * hd, p.k + (key * p.kv_heads + kvh) * hd, words), p.softcap) : -INFINITY;
       online_update<kWpl>(score, min(32, info.k1[pp] - b), m[s], l[s], acc[s],
                           [&](int jj) {
                             const int64_t kj = __shfl_sync(0xffffffffu, key, jj);
@@ -331,8 +350,9 @@ __global__ void __launch_bounds__(kThreads) attention_backward_kernel(AttnParams
       const int key = t0 + lane;
       float pj = 0.f, ds = 0.f;
       if (len > 0 && key >= start && key < start + len) {
-        pj = expf(p.scale * dot_bf16(Qs + pp * hd, Ks + lane * stride, words) - lse[s]);
-        ds = pj * (dot_bf16(dOs + pp * hd, Vs + lane * stride, words) - D[s]);
+        float slope;
+        pj = expf(soft_cap(p.scale * dot_bf16(Qs + pp * hd, Ks + lane * stride, words), p.softcap, &slope) - lse[s]);
+        ds = pj * (dot_bf16(dOs + pp * hd, Vs + lane * stride, words) - D[s]) * slope;
       }
       if (len == 0) continue;
       for (int j = 0; j < kTile; ++j) {
@@ -358,8 +378,9 @@ __global__ void __launch_bounds__(kThreads) attention_backward_kernel(AttnParams
       float pj = 0.f, ds = 0.f;
       if (valid) {
         const int64_t at = (key * p.kv_heads + kvh) * hd;
-        pj = expf(p.scale * dot_bf16(Qs + pp * hd, p.k + at, words) - lse[s]);
-        ds = pj * (dot_bf16(dOs + pp * hd, p.v + at, words) - D[s]);
+        float slope;
+        pj = expf(soft_cap(p.scale * dot_bf16(Qs + pp * hd, p.k + at, words), p.softcap, &slope) - lse[s]);
+        ds = pj * (dot_bf16(dOs + pp * hd, p.v + at, words) - D[s]) * slope;
       }
       const int count = min(32, info.k1[pp] - b);
       for (int jj = 0; jj < count; ++jj) {
@@ -485,8 +506,9 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(AttnP
         const int key = t0 + lane;
         float pj = 0.f, ds = 0.f;
         if (pair_len[pp] > 0 && key >= pair_start[pp] && key < pair_start[pp] + pair_len[pp] && key < p.kv_rows) {
-          pj = expf(p.scale * dot_bf16(Qs + pp * hd, Ks + lane * stride, words) - pair_lse[pp]);
-          ds = pj * (dot_bf16(dOs + pp * hd, Vs + lane * stride, words) - pair_D[pp]);
+          float slope;
+          pj = expf(soft_cap(p.scale * dot_bf16(Qs + pp * hd, Ks + lane * stride, words), p.softcap, &slope) - pair_lse[pp]);
+          ds = pj * (dot_bf16(dOs + pp * hd, Vs + lane * stride, words) - pair_D[pp]) * slope;
         }
         Ps[pp * kTile + lane] = pj;
         DSs[pp * kTile + lane] = ds;
@@ -559,6 +581,7 @@ Plan plan(const Context& ctx, const int32_t* key_offsets, const int32_t* key_row
   p.head_chunks = static_cast<int>(ceil_div(p.group, p.heads_per_block));
   p.rows_per_block = std::max(1, kPairs / p.heads_per_block);
   p.scale = s.scale;
+  p.softcap = s.softcap;
   pl.grid = dim3(static_cast<unsigned>(ceil_div(s.q_rows, p.rows_per_block)), static_cast<unsigned>(s.kv_heads * p.head_chunks));
 
   pl.runs = ctx.scratch(2 * sizeof(int32_t) * s.q_rows, "attention runs");

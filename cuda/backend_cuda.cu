@@ -315,9 +315,21 @@ class CudaBackend final : public Backend {
     on();
     cuda::swiglu_backward(ctx_, act(dh), act(gate), act(up), act(dgate), act(dup), n);
   }
+  void geglu_forward(const void* gate, const void* up, void* h, int64_t n) override {
+    on();
+    cuda::geglu_forward(ctx_, act(gate), act(up), act(h), n);
+  }
+  void geglu_backward(const void* dh, const void* gate, const void* up, void* dgate, void* dup, int64_t n) override {
+    on();
+    cuda::geglu_backward(ctx_, act(dh), act(gate), act(up), act(dgate), act(dup), n);
+  }
   void add_inplace(void* y, const void* x, int64_t n) override {
     on();
     cuda::add_inplace(ctx_, act(y), act(x), n);
+  }
+  void scale_inplace(void* x, float s, int64_t n) override {
+    on();
+    cuda::scale_inplace(ctx_, act(x), s, n);
   }
   void logprobs_forward(const void* hidden, const LinearWeight& head, const EdgeSet& edges, const Objective& objective,
                         float* edge_logp, float* edge_loss, float* parent_stats, float* edge_stats) override {

@@ -14,6 +14,10 @@
 // H [P x d] is the parents' rows gathered into one block. A chunk holds about
 // ctx.chunk_logits logits (8M, 32 MiB of f32, by default), so memory is O(P d + budget) for
 // any vocabulary. The head GEMMs are the cost; the rest is a few passes over the chunk.
+//
+// A logit soft-cap c (EdgeSet::logit_softcap, Gemma 2's final cap) turns each chunk into
+// z = c tanh(z / c) right after its GEMM; the backward's dz then carries the factor
+// 1 - (z / c)^2 = 1 - tanh^2 before its rounding to bf16.
 #include <cub/block/block_scan.cuh>
 
 #include "gemm.cuh"
@@ -214,11 +218,24 @@ __device__ __forceinline__ float dz_smooth(float zj, ObjectiveKind kind, float w
   return expf(zj * inv_beta - lse_b) * weighted;
 }
 
+// z <- cap tanh(z / cap) over a chunk of logits.
+__global__ void softcap_kernel(float* __restrict__ Z, int64_t count, float cap) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x)
+    Z[i] = cap * tanhf(Z[i] / cap);
+}
+
+// d(capped z)/d(raw z) from the capped value: 1 - tanh^2; 1 without a cap.
+__device__ __forceinline__ float cap_slope(float z, float cap) {
+  if (cap <= 0.f) return 1.f;
+  const float t = z / cap;
+  return 1.f - t * t;
+}
+
 __global__ void dz_kernel(const float* __restrict__ Z, bf16* __restrict__ dZ, int64_t n, int64_t v0,
                           const int32_t* __restrict__ offsets, const int32_t* __restrict__ children,
                           const int32_t* __restrict__ edge_token, const float* __restrict__ edge_weight,
                           const float* __restrict__ edge_stats, const float* __restrict__ parent_stats, ObjectiveKind kind,
-                          float inv_beta) {
+                          float inv_beta, float softcap) {
   __shared__ float red[32];
   const int64_t p = blockIdx.x;
   const float* z = Z + p * n;
@@ -229,7 +246,8 @@ __global__ void dz_kernel(const float* __restrict__ Z, bf16* __restrict__ dZ, in
   w_out = block_sum(w_out, red);
   const float lse = parent_stats[p * kLogprobStats], lse_b = parent_stats[p * kLogprobStats + 1];
   for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
-    dz[j] = to_bf(dz_smooth(z[j], kind, w_out, lse, lse_b, inv_beta, c0, c1, children, edge_weight, edge_stats));
+    dz[j] = to_bf(dz_smooth(z[j], kind, w_out, lse, lse_b, inv_beta, c0, c1, children, edge_weight, edge_stats) *
+                  cap_slope(z[j], softcap));
   __syncthreads();
   // Child tokens in this chunk: the first child naming a token rewrites its column with every
   // child's e_y term for that token (a trie has one child per token; the ops allow repeats).
@@ -245,7 +263,7 @@ __global__ void dz_kernel(const float* __restrict__ Z, bf16* __restrict__ dZ, in
       const int32_t e = children[o];
       if (edge_token[e] == token) d -= edge_weight[e] * (kind == ObjectiveKind::CE ? 1.f : edge_stats[e * kEdgeStats + 1]);
     }
-    dz[y] = to_bf(d);
+    dz[y] = to_bf(d * cap_slope(z[y], softcap));
   }
 }
 
@@ -275,10 +293,14 @@ Prepared prepare(const Context& ctx, const bf16* hidden, const LinearWeight& hea
   return s;
 }
 
-// Z = H head[v0 : v0 + n]^T
-void chunk_logits(const Context& ctx, const Prepared& s, int64_t v0, int64_t n) {
+// Z = H head[v0 : v0 + n]^T, soft-capped when softcap > 0.
+void chunk_logits(const Context& ctx, const Prepared& s, int64_t v0, int64_t n, float softcap = 0.f) {
   gemm(ctx, s.P, n, s.d, {Context::ptr<bf16>(s.H), DType::BF16, s.d, false}, {s.head + v0 * s.d, DType::BF16, s.d, true},
        {Context::ptr<float>(s.Z), DType::F32, n}, 1.f, 0.f);
+  if (softcap > 0.f) {
+    softcap_kernel<<<grid_for(s.P * n, 256, ctx), 256, 0, ctx.stream>>>(Context::ptr<float>(s.Z), s.P * n, softcap);
+    DIFFUSE_LAUNCH_CHECK(softcap_kernel);
+  }
 }
 
 }  // namespace
@@ -297,7 +319,7 @@ void logprobs_forward(const Context& ctx, const bf16* hidden, const LinearWeight
   DIFFUSE_LAUNCH_CHECK(init_running_kernel);
   for (int64_t v0 = 0; v0 < s.V; v0 += s.Vc) {
     const int64_t n = std::min(s.Vc, s.V - v0);
-    chunk_logits(ctx, s, v0, n);
+    chunk_logits(ctx, s, v0, n, edges.logit_softcap);
     lse_chunk_kernel<<<static_cast<unsigned>(s.P), 256, 0, ctx.stream>>>(Z, n, run, gem, inv_beta);
     DIFFUSE_LAUNCH_CHECK(lse_chunk_kernel);
     gather_targets_kernel<<<grid_for(s.E, 256, ctx), 256, 0, ctx.stream>>>(Z, n, v0, edges.edge_parent, edges.edge_token,
@@ -316,7 +338,7 @@ void logprobs_forward(const Context& ctx, const bf16* hidden, const LinearWeight
   DIFFUSE_CUDA_CHECK(cudaMemsetAsync(sums, 0, 2 * sizeof(float) * s.E, ctx.stream));
   for (int64_t v0 = 0; v0 < s.V; v0 += s.Vc) {
     const int64_t n = std::min(s.Vc, s.V - v0);
-    chunk_logits(ctx, s, v0, n);
+    chunk_logits(ctx, s, v0, n, edges.logit_softcap);
     gem_sums_kernel<<<static_cast<unsigned>(s.E), 256, 0, ctx.stream>>>(Z, n, edges.edge_parent, edge_stats, parent_stats,
                                                                          objective.kind, inv_beta, sums);
     DIFFUSE_LAUNCH_CHECK(gem_sums_kernel);
@@ -352,10 +374,10 @@ void logprobs_backward(const Context& ctx, const bf16* hidden, const LinearWeigh
   float* dH = Context::ptr<float>(dH_buf);
   for (int64_t v0 = 0; v0 < s.V; v0 += s.Vc) {
     const int64_t n = std::min(s.Vc, s.V - v0);
-    chunk_logits(ctx, s, v0, n);
+    chunk_logits(ctx, s, v0, n, edges.logit_softcap);
     dz_kernel<<<static_cast<unsigned>(s.P), 256, 0, ctx.stream>>>(Z, dZ, n, v0, offsets, children, edges.edge_token,
                                                                    edges.edge_weight, edge_stats, parent_stats, objective.kind,
-                                                                   1.f / objective.beta);
+                                                                   1.f / objective.beta, edges.logit_softcap);
     DIFFUSE_LAUNCH_CHECK(dz_kernel);
     // dH (+)= dZ head[v0 : v0 + n]: head rows are already [K x N] = [n x d].
     gemm(ctx, s.P, s.d, n, {dZ, DType::BF16, n, false}, {s.head + v0 * s.d, DType::BF16, s.d, false}, {dH, DType::F32, s.d}, 1.f,

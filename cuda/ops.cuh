@@ -53,8 +53,14 @@ void swiglu_forward(const Context& ctx, const bf16* gate, const bf16* up, bf16* 
 void swiglu_backward(const Context& ctx, const bf16* dh, const bf16* gate, const bf16* up, bf16* dgate, bf16* dup,
                      int64_t n);
 
+// geglu.cu
+void geglu_forward(const Context& ctx, const bf16* gate, const bf16* up, bf16* h, int64_t n);
+void geglu_backward(const Context& ctx, const bf16* dh, const bf16* gate, const bf16* up, bf16* dgate, bf16* dup,
+                    int64_t n);
+
 // residual.cu
 void add_inplace(const Context& ctx, bf16* y, const bf16* x, int64_t n);
+void scale_inplace(const Context& ctx, bf16* x, float s, int64_t n);
 
 // logprobs.cu
 void logprobs_forward(const Context& ctx, const bf16* hidden, const LinearWeight& head, const EdgeSet& edges,

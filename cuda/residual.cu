@@ -1,5 +1,7 @@
 // The residual connection: y += x, elementwise over bf16 (fp32 add, one rounding). Its
-// backward is the identity, so there is no backward kernel.
+// backward is the identity, so there is no backward kernel. Also x *= s, the embedding scale
+// (Gemma's sqrt(hidden)), with s rounded to bf16 first as transformers casts the normaliser to
+// the hidden states' dtype; nothing before it is trained, so no backward either.
 #include "ops.cuh"
 
 namespace diffuse {
@@ -25,7 +27,18 @@ __global__ void add_inplace_kernel(bf16* __restrict__ y, const bf16* __restrict_
   }
 }
 
+__global__ void scale_inplace_kernel(bf16* __restrict__ x, float s, int64_t n) {
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += stride) x[i] = to_bf(to_f(x[i]) * s);
+}
+
 }  // namespace
+
+void scale_inplace(const Context& ctx, bf16* x, float s, int64_t n) {
+  if (n <= 0) return;
+  scale_inplace_kernel<<<grid_for(n, 256, ctx), 256, 0, ctx.stream>>>(x, __bfloat162float(__float2bfloat16(s)), n);
+  DIFFUSE_LAUNCH_CHECK(scale_inplace_kernel);
+}
 
 void add_inplace(const Context& ctx, bf16* y, const bf16* x, int64_t n) {
   if (n <= 0) return;

@@ -132,6 +132,12 @@ __global__ void gather_rows_kernel(const bf16* __restrict__ hidden, const int32_
   for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) H[r * dim + j] = src[j];
 }
 
+// z <- cap tanh(z / cap): Gemma 2's final logit soft-cap (SampleParams::logit_softcap).
+__global__ void softcap_logits_kernel(float* __restrict__ Z, int64_t count, float cap) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x)
+    Z[i] = cap * tanhf(Z[i] / cap);
+}
+
 // Segment offsets (i * vocab) and, per segment, the column indices 0 .. vocab-1.
 __global__ void sort_inputs_kernel(int64_t rows, int vocab, int32_t* __restrict__ offsets, int32_t* __restrict__ idx) {
   const int64_t n = rows * vocab;
@@ -173,6 +179,10 @@ void sample(const Context& ctx, const bf16* hidden, const LinearWeight& head, co
     DIFFUSE_LAUNCH_CHECK(gather_rows_kernel);
     gemm(ctx, b, V, d, {Context::ptr<bf16>(H), DType::BF16, d, false}, {act(head.w), DType::BF16, d, true},
          {Context::ptr<float>(Z), DType::F32, V}, 1.f, 0.f);
+    if (params.logit_softcap > 0.f) {
+      softcap_logits_kernel<<<grid_for(b * V, 256, ctx), 256, 0, ctx.stream>>>(Context::ptr<float>(Z), b * V, params.logit_softcap);
+      DIFFUSE_LAUNCH_CHECK(softcap_logits_kernel);
+    }
     if (filtered) {
       int32_t* off = Context::ptr<int32_t>(offsets);
       sort_inputs_kernel<<<grid_for(b * V, 256, ctx), 256, 0, ctx.stream>>>(b, static_cast<int>(V), off,

@@ -52,6 +52,10 @@ export {
   loadAdapter,
   readAdapterConfig,
   mergeAdapter,
+  writeGgufLora,
+  readGgufLora,
+  type GgufLoraBase,
+  type WriteGgufLoraOptions,
   type SaveAdapterOptions,
   type LoadAdapterOptions,
   type PeftAdapterConfig,
@@ -72,6 +76,7 @@ export {
   type SampleRecord,
 } from './eval/evaluate.js';
 export { sample, type SampleOptions, type Sampling, type TextSample, type TokenSample, type FinishReason } from './eval/sample.js';
+export { generate, type GenerateOptions, type GeneratedSample } from './generate/generate.js';
 export { renderReport, type ReportRun, type ReportOptions } from './eval/report.js';
 export type { ExactMetrics, ExactTarget, SampledMetrics, SampledAnswer, ValueCount, FieldMetrics } from './eval/metrics.js';
 export type { Interval } from './eval/stats.js';

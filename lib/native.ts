@@ -26,6 +26,34 @@ export interface EngineConfig {
   };
   tieWordEmbeddings: boolean;
   attentionBias: boolean;
+  // Family switches; each absent key keeps Llama's behaviour.
+  /** MLP gate: SwiGLU ('silu', default) or GeGLU with tanh-approximate GELU (Gemma). */
+  activation?: 'silu' | 'gelu_tanh';
+  /** Added to every RMSNorm weight at load: 1 for Gemma's (1 + w) from an HF file, else 0. */
+  normWeightOffset?: number;
+  /** Embeddings are multiplied by this (Gemma: √hidden, rounded to float32). */
+  embeddingScale?: number;
+  /** Attention score scale (Gemma 2/3: query_pre_attn_scalar^-½); default 1/√headDim. */
+  attentionScale?: number;
+  /** Attention scores become c·tanh(s/c) (Gemma 2); 0 or absent for none. */
+  attnLogitSoftcap?: number;
+  /** Logits become c·tanh(z/c) (Gemma 2), in log-probs, their gradients and sampling. */
+  finalLogitSoftcap?: number;
+  /** RMSNorm per head on q and k before RoPE (Qwen3, Gemma 3): q_norm / k_norm weights. */
+  qkNorm?: boolean;
+  /** Norms on the attention and MLP outputs too (Gemma 2/3): pre/post feed-forward norms. */
+  sandwichNorms?: boolean;
+  /** A windowed layer's query at position i sees keys at positions j with i − w < j ≤ i. */
+  slidingWindow?: number;
+  /** Per layer; absent with a window means every layer is windowed (Mistral). */
+  layerTypes?: ('full_attention' | 'sliding_attention')[];
+  /** RoPE base of the windowed layers (Gemma 3's local base), unscaled; absent: ropeTheta. */
+  localRopeTheta?: number;
+  /**
+   * The checkpoint fuses q/k/v (qkv_proj) and gate/up (gate_up_proj), as Phi-3 does: the
+   * loader splits them; LoRA on the fused layers is not supported yet, so adapters are refused.
+   */
+  fusedProjections?: boolean;
 }
 
 /** Where one weight tensor comes from, under its Hugging Face name. */
@@ -117,6 +145,8 @@ export interface NativeSession {
   append(tokens: Int32Array, parents: Int32Array): Promise<number>;
   sample(rows: Int32Array, streams: Uint32Array, params: NativeSampleParams): Promise<{ tokens: Int32Array; logProbs: Float32Array }>;
   reset(): Promise<void>;
+  /** Drops every row from `rows` on; the rows before it stay cached. */
+  truncate(rows: number): Promise<void>;
   rows(): number;
   dispose(): void;
 }
@@ -146,6 +176,8 @@ export interface AttentionShapeArgs {
   kvHeads: number;
   headDim: number;
   scale?: number;
+  /** Scores become c·tanh(s/c) (Gemma 2); 0 or absent for none. */
+  softcap?: number;
 }
 
 /** Kernel-level access to one backend, on host arrays: for tests and micro-benchmarks. */
@@ -205,6 +237,10 @@ export interface NativeOps {
   ): { dq: Float32Array; dk: Float32Array; dv: Float32Array };
   swigluForward(gate: Float32Array, up: Float32Array): Float32Array;
   swigluBackward(dh: Float32Array, gate: Float32Array, up: Float32Array): { dgate: Float32Array; dup: Float32Array };
+  gegluForward(gate: Float32Array, up: Float32Array): Float32Array;
+  gegluBackward(dh: Float32Array, gate: Float32Array, up: Float32Array): { dgate: Float32Array; dup: Float32Array };
+  /** x·s, with s first rounded to the activation type. */
+  scaleInplace(x: Float32Array, s: number): Float32Array;
   addInplace(y: Float32Array, x: Float32Array): Float32Array;
   logprobsForward(args: LogprobArgs): { edgeLogp: Float32Array; edgeLoss: Float32Array; parentStats: Float32Array; edgeStats: Float32Array };
   logprobsBackward(args: LogprobArgs & { parentStats: Float32Array; edgeStats: Float32Array; dhidden: Float32Array }): Float32Array;
@@ -220,6 +256,7 @@ export interface NativeOps {
     topP?: number;
     seed?: number;
     step?: number;
+    logitSoftcap?: number;
   }): { tokens: Int32Array; logp: Float32Array };
   adamwUpdate(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, params: Partial<NativeAdamW>): {
     param: Float32Array;
@@ -240,6 +277,8 @@ export interface LogprobArgs {
   edgeToken: Int32Array;
   edgeWeight?: Float32Array;
   objective?: NativeObjective;
+  /** Logits become c·tanh(z/c) (Gemma 2's final soft-cap); 0 or absent for none. */
+  logitSoftcap?: number;
 }
 
 export interface CudaStatus {

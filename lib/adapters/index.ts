@@ -1,4 +1,4 @@
-/** LoRA adapters on disk: Hugging Face PEFT's layout, and merging one into its base model. */
+/** LoRA adapters on disk: Hugging Face PEFT's layout, llama.cpp's GGUF LoRA, and merging one into its base model. */
 export {
   saveAdapter,
   loadAdapter,
@@ -14,3 +14,4 @@ export {
   type AdapterWeights,
 } from './peft.js';
 export { mergeAdapter, type MergeOptions, type MergeResult } from './merge.js';
+export { writeGgufLora, readGgufLora, loadGgufLoraAdapter, ggufLoraBase, type GgufLoraBase, type WriteGgufLoraOptions } from './gguf-lora.js';

@@ -114,7 +114,7 @@ const PROJECTION = /^model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.weight
 /** W + (α/r)·B·A for the adapted projection `name`, or undefined when the adapter leaves it alone. */
 function mergedProjection(name: string, base: Float32Array, shape: number[], adapter: AdapterWeights): Float32Array | undefined {
   const m = PROJECTION.exec(name);
-  if (!m || !loraModules.includes(m[2] as LoraModule)) return undefined;
+  if (!m || !(loraModules as readonly string[]).includes(m[2])) return undefined;
   const A = adapter.tensors.get(canonicalKey(Number(m[1]), m[2] as LoraModule, 'A'));
   const B = adapter.tensors.get(canonicalKey(Number(m[1]), m[2] as LoraModule, 'B'));
   if (!A || !B) return undefined;
@@ -136,6 +136,8 @@ export function shortestF32(v: number): number {
 /** config.json for a model read from GGUF, in the layout transformers writes for its architecture. */
 export function hfConfigFromGguf(gguf: GgufFile, config: EngineConfig, dtype: SafetensorsWriteDtype): Record<string, unknown> {
   const { name, arch } = ggufArchitecture(gguf);
+  if (arch !== 'llama' && arch !== 'mistral' && arch !== 'qwen2')
+    throw new UnsupportedError(`${gguf.path}: writing a merged Hugging Face directory from a '${name}' GGUF is not supported; merge into the model's Hugging Face directory instead`);
   const s = config.ropeScaling;
   const ropeScaling =
     !s || s.type === 'none'
@@ -207,6 +209,8 @@ export async function mergeAdapter(modelPath: string, adapterDir: string, outDir
   const dtype = options.dtype ?? 'F32';
   if (dtype !== 'F32' && dtype !== 'BF16') throw new InvalidArgumentError(`merge dtype must be F32 or BF16, not ${String(dtype)}`);
   const spec: ModelSpec = await loadModelSpec(modelPath);
+  if (spec.config.fusedProjections)
+    throw new UnsupportedError(`${modelPath}: merging into a model with fused projections (Phi-3's qkv_proj / gate_up_proj) is not supported; apply the adapter unmerged`);
   const out = resolve(outDir);
   const baseDir = spec.format === 'hf' ? resolve(spec.path) : undefined;
   if (baseDir === out) throw new InvalidArgumentError(`the merged model cannot be written over its base (${out}); give another output directory`);

@@ -17,7 +17,7 @@ import { InvalidArgumentError, ModelFormatError, NotFoundError, UnsupportedError
 import { readSafetensors } from '../formats/safetensors.js';
 import { makeDirectory, writeFilesAtomically } from '../atomic-write.js';
 import { safetensorsContents, type SafetensorsWriteDtype } from '../formats/safetensors-writer.js';
-import { loraModules, type Adapter, type AdapterTensor, type LoraModule } from '../model/adapter.js';
+import { allLoraModules, moduleBlock, type Adapter, type AdapterTensor, type LoraModule } from '../model/adapter.js';
 import type { Model } from '../model/model.js';
 import type { EngineConfig } from '../native.js';
 import { readTensorsF32 } from './tensor-file.js';
@@ -43,7 +43,7 @@ export function peftConfig(adapter: Pick<Adapter, 'rank' | 'alpha' | 'targetModu
     r: adapter.rank,
     lora_alpha: adapter.alpha,
     lora_dropout: 0,
-    target_modules: loraModules.filter((m) => adapter.targetModules.includes(m)),
+    target_modules: allLoraModules.filter((m) => adapter.targetModules.includes(m)),
     bias: 'none',
     fan_in_fan_out: false,
     inference_mode: true,
@@ -141,9 +141,9 @@ export async function readAdapterConfig(dir: string): Promise<PeftAdapterConfig>
   let targetModules: LoraModule[] | undefined;
   const listed = c.target_modules;
   if (Array.isArray(listed)) {
-    const unknown = listed.filter((m) => typeof m !== 'string' || !loraModules.includes(m.split('.').pop() as LoraModule));
-    if (unknown.length > 0) throw unsupported(`target_modules lists ${unknown.map((m) => JSON.stringify(m)).join(', ')}, which are not among ${loraModules.join(', ')}`);
-    targetModules = loraModules.filter((m) => listed.some((x) => (x as string).split('.').pop() === m));
+    const unknown = listed.filter((m) => typeof m !== 'string' || !allLoraModules.includes(m.split('.').pop() as LoraModule));
+    if (unknown.length > 0) throw unsupported(`target_modules lists ${unknown.map((m) => JSON.stringify(m)).join(', ')}, which are not among ${allLoraModules.join(', ')}`);
+    targetModules = allLoraModules.filter((m) => listed.some((x) => (x as string).split('.').pop() === m));
   } else if (typeof listed !== 'string') {
     throw new ModelFormatError(file, 'target_modules', `must be a list of module names or a regular expression, not ${JSON.stringify(listed)}`);
   }
@@ -156,7 +156,17 @@ const KEY = /^(?:base_model\.model\.)?model\.layers\.(\d+)\.(self_attn|mlp)\.(\w
 /** [out, in] of each adaptable projection of a model. */
 export function projectionShapes(config: EngineConfig): Record<LoraModule, [number, number]> {
   const d = config.hiddenSize, q = config.numHeads * config.headDim, kv = config.numKvHeads * config.headDim, I = config.intermediateSize;
-  return { q_proj: [q, d], k_proj: [kv, d], v_proj: [kv, d], o_proj: [d, q], gate_proj: [I, d], up_proj: [I, d], down_proj: [d, I] };
+  return {
+    q_proj: [q, d],
+    k_proj: [kv, d],
+    v_proj: [kv, d],
+    qkv_proj: [q + 2 * kv, d],
+    o_proj: [d, q],
+    gate_proj: [I, d],
+    up_proj: [I, d],
+    gate_up_proj: [2 * I, d],
+    down_proj: [d, I],
+  };
 }
 
 /** An adapter's matrices as read from its directory, checked against a model's shapes. */
@@ -172,7 +182,7 @@ export interface AdapterWeights {
 
 /** The canonical PEFT key of one matrix. */
 export function canonicalKey(layer: number, module: LoraModule, matrix: 'A' | 'B'): string {
-  return `base_model.model.model.layers.${layer}.${['gate_proj', 'up_proj', 'down_proj'].includes(module) ? 'mlp' : 'self_attn'}.${module}.lora_${matrix}.weight`;
+  return `base_model.model.model.layers.${layer}.${moduleBlock(module)}.${module}.lora_${matrix}.weight`;
 }
 
 /**
@@ -189,8 +199,8 @@ export async function readAdapterWeights(dir: string, config: EngineConfig, mode
   for (const key of weights.tensors.keys()) {
     const m = KEY.exec(key);
     const module = m?.[3] as LoraModule | undefined;
-    if (!m || !loraModules.includes(module!) || m[2] !== (['gate_proj', 'up_proj', 'down_proj'].includes(module!) ? 'mlp' : 'self_attn'))
-      throw new UnsupportedError(`${weights.path}: tensor '${key}' is not a LoRA matrix of a Llama-family projection (${loraModules.join(', ')}); diffuse cannot apply it`);
+    if (!m || !allLoraModules.includes(module!) || m[2] !== moduleBlock(module!))
+      throw new UnsupportedError(`${weights.path}: tensor '${key}' is not a LoRA matrix of a projection diffuse knows (${allLoraModules.join(', ')}); diffuse cannot apply it`);
     const layer = Number(m[1]);
     if (layer >= config.numLayers)
       throw new ModelFormatError(weights.path, `tensor '${key}'`, `is for layer ${layer}, but ${modelName} has ${config.numLayers} layers; the adapter was trained for another model`);
@@ -219,7 +229,7 @@ export async function readAdapterWeights(dir: string, config: EngineConfig, mode
   return {
     config: adapterConfig,
     file: weights.path,
-    modules: loraModules.filter((m) => modules.has(m)),
+    modules: allLoraModules.filter((m) => modules.has(m)),
     tensors: new Map([...found].map(([canonical, key]) => [canonical, values.get(key)!])),
   };
 }
@@ -235,7 +245,11 @@ export interface LoadAdapterOptions {
  * out (PEFT's layers_to_transform) get A = B = 0: no change, and no gradient either.
  */
 export async function loadAdapter(model: Model, dir: string, options: LoadAdapterOptions = {}): Promise<Adapter> {
-  const weights = await readAdapterWeights(dir, model.config, model.spec);
+  return adapterFromWeights(model, await readAdapterWeights(dir, model.config, model.spec), dir, options);
+}
+
+/** Puts matrices read from `source` (a PEFT directory or a GGUF LoRA) onto `model` as a new adapter. */
+export async function adapterFromWeights(model: Model, weights: AdapterWeights, source: string, options: LoadAdapterOptions = {}): Promise<Adapter> {
   const { config } = weights;
   if (config.dropout > 0) options.warn?.(`${config.file}: lora_dropout ${config.dropout} is ignored; diffuse applies and trains LoRA without dropout`);
   const adapter = await model.createAdapter({ rank: config.rank, alpha: config.alpha, targetModules: weights.modules });
@@ -246,7 +260,7 @@ export async function loadAdapter(model: Model, dir: string, options: LoadAdapte
       if (values === undefined) absentLayers.add(t.layer);
       await adapter.setTensor(t.name, values ?? new Float32Array(t.shape[0] * t.shape[1]));
     }
-    if (absentLayers.size > 0) options.warn?.(`${dir}: the adapter leaves layers ${[...absentLayers].sort((a, b) => a - b).join(', ')} unadapted for some modules; they stay unchanged`);
+    if (absentLayers.size > 0) options.warn?.(`${source}: the adapter leaves layers ${[...absentLayers].sort((a, b) => a - b).join(', ')} unadapted for some modules; they stay unchanged`);
   } catch (error) {
     adapter.dispose();
     throw error;

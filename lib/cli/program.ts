@@ -6,6 +6,8 @@ import { Command } from 'commander';
 
 import { registerDemo } from './commands/demo.js';
 import { registerEval } from './commands/eval.js';
+import { registerExport } from './commands/export.js';
+import { registerGenerate } from './commands/generate.js';
 import { registerLogprobs } from './commands/logprobs.js';
 import { registerMerge } from './commands/merge.js';
 import { registerTasks } from './commands/tasks.js';
@@ -22,7 +24,9 @@ export function buildProgram(): Command {
   registerLogprobs(program);
   registerTrain(program);
   registerEval(program);
+  registerGenerate(program);
   registerMerge(program);
+  registerExport(program);
   registerTasks(program);
   return program;
 }

@@ -146,7 +146,8 @@ function taskExact(prompts: PromptEvaluation[]): TaskExact | undefined {
   return out;
 }
 
-function taskSampled(prompts: PromptEvaluation[], reps: SampledReplicates[]): TaskSampled | undefined {
+/** The task's sampled figures: means over its prompts, with joint bootstrap intervals. */
+export function taskSampled(prompts: PromptEvaluation[], reps: SampledReplicates[]): TaskSampled | undefined {
   const sampled = prompts.flatMap((p) => (p.sampled ? [p.sampled] : []));
   if (sampled.length === 0) return undefined;
   // Replicate r of a mean is the mean of the prompts' replicates r (prompts resample independently).
@@ -180,6 +181,43 @@ function taskSampled(prompts: PromptEvaluation[], reps: SampledReplicates[]): Ta
   if (sampled.every((s) => s.targetCoverage !== undefined)) out.targetCoverage = mean(sampled.map((s) => s.targetCoverage!));
   if (sampled.length === 1 && sampled[0].fields) out.fields = sampled[0].fields;
   return out;
+}
+
+/** A sample as the sampled measures read it. */
+export interface MeasuredSample {
+  text: string;
+  finishReason: FinishReason;
+  /** Generated tokens, the stop token left out. */
+  tokens: number;
+}
+
+/**
+ * The sampled measures of one prompt's samples, given in sample order (the bootstrap resamples
+ * by position), as evaluate() reports them; `generatedTokens` counts stop tokens too.
+ */
+export function measureSamples(
+  request: TargetRequest,
+  samples: readonly MeasuredSample[],
+  generatedTokens: number,
+  o: { bootstrap: number; seed: number; keepSamples?: boolean },
+): { sampled: PromptSampled; replicates: SampledReplicates } {
+  const texts = samples.map((s) => s.text);
+  const { metrics, replicates, perSample } = sampledMetricsWithReplicates(texts, {
+    targets: request.targets,
+    biography: isBiographyRequest(request.request),
+    resamples: o.bootstrap,
+    seed: o.seed,
+  });
+  const finishReasons: Record<FinishReason, number> = { stop: 0, length: 0 };
+  for (const s of samples) finishReasons[s.finishReason]++;
+  const sampled: PromptSampled = {
+    ...metrics,
+    finishReasons,
+    meanTokens: samples.length === 0 ? 0 : generatedTokens / samples.length,
+    examples: texts.slice(0, 5),
+  };
+  if (o.keepSamples) sampled.samples = samples.map((s, k) => ({ text: s.text, ...perSample[k], finishReason: s.finishReason, tokens: s.tokens }));
+  return { sampled, replicates };
 }
 
 /** Every measure of `model` (with `options.adapter`, if given) on `tasks`. */
@@ -224,24 +262,13 @@ export async function evaluate(model: Model, tasks: readonly EvalTask[], options
         tokens += drawn.generatedTokens;
         seconds += drawn.seconds;
         bar?.done(`${(drawn.generatedTokens / drawn.seconds).toFixed(1)} tokens/s`);
-        const texts = drawn.samples.map((s) => s.text);
-        const { metrics, replicates, perSample } = sampledMetricsWithReplicates(texts, {
-          targets: request.targets,
-          biography: isBiographyRequest(request.request),
-          resamples: bootstrap,
-          seed: settings.seed,
-        });
+        const { sampled, replicates } = measureSamples(
+          request,
+          drawn.samples.map((s) => ({ text: s.text, finishReason: s.finishReason, tokens: s.tokens.length })),
+          drawn.generatedTokens,
+          { bootstrap, seed: settings.seed, keepSamples: options.keepSamples },
+        );
         reps.push(replicates);
-        const finishReasons: Record<FinishReason, number> = { stop: 0, length: 0 };
-        for (const s of drawn.samples) finishReasons[s.finishReason]++;
-        const sampled: PromptSampled = {
-          ...metrics,
-          finishReasons,
-          meanTokens: drawn.generatedTokens / samples,
-          examples: texts.slice(0, 5),
-        };
-        if (options.keepSamples)
-          sampled.samples = drawn.samples.map((s, k) => ({ text: s.text, ...perSample[k], finishReason: s.finishReason, tokens: s.tokens.length }));
         evaluation.sampled = sampled;
       }
       prompts.push(evaluation);

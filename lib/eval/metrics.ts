@@ -245,16 +245,25 @@ export interface SampledReplicates {
   unigramDiversity: Float64Array;
 }
 
+/**
+ * How a task reads its answers: `parse` takes a text's answer in the task's format, and
+ * `targetSet` (when the task has targets) holds the valid ones in the same form.
+ */
+export function answerReader(targets?: readonly string[]): { parse: (text: string) => string | undefined; targetSet?: Set<string> } {
+  const given = targets && targets.length > 0 ? targets : undefined;
+  const groups = answerGroups(given ?? []);
+  const targetSet = given ? new Set(given.map((t) => parseAnswer(t, groups) ?? t.trim())) : undefined;
+  return { parse: (text) => parseAnswer(text, groups), targetSet };
+}
+
 /** The sampled metrics of N generated texts, and their bootstrap replicates. */
 export function sampledMetricsWithReplicates(
   texts: readonly string[],
   options: SampledOptions = {},
 ): { metrics: SampledMetrics; replicates: SampledReplicates; perSample: { answer?: string; valid: boolean }[] } {
   const n = texts.length;
-  const targets = options.targets && options.targets.length > 0 ? options.targets : undefined;
-  const groups = answerGroups(targets ?? []);
-  const targetSet = targets ? new Set(targets.map((t) => parseAnswer(t, groups) ?? t.trim())) : undefined;
-  const parsed = texts.map((t) => parseAnswer(t, groups));
+  const { parse, targetSet } = answerReader(options.targets);
+  const parsed = texts.map(parse);
   const answers = new Column(parsed);
   const valid = Uint8Array.from(parsed, (a) => (a !== undefined && (!targetSet || targetSet.has(a)) ? 1 : 0));
   const bag = new WordBag(texts);

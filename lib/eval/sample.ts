@@ -8,7 +8,8 @@
  * the B chains share the prompt's cached keys and values and never see each other.
  *
  * Draws are counter-based: token t of sample i comes from the uniform (seed, stream = i, step = t),
- * so the same seed gives the same samples whatever the batch size and on any device.
+ * so the same seed gives the same samples whatever the batch size, on any device, and whichever
+ * other samples are drawn with it (a resumed run draws only the missing ones).
  */
 import { InvalidArgumentError, nativeCall } from '../errors.js';
 import type { Adapter } from '../model/adapter.js';
@@ -106,65 +107,126 @@ function checkOptions(model: Model, promptLength: number, o: SampleOptions): Che
   return { n, temperature, topK, topP, maxTokens, seed, batchSize };
 }
 
+/** One sample as it finishes, with its index among the prompt's samples (its draw stream). */
+export interface IndexedTokenSample extends TokenSample {
+  index: number;
+  /** Tokens drawn, the stop token included. */
+  drawnTokens: number;
+  /** The decoded text, cut before the first stop string (with `DrawOptions.decode` only). */
+  text?: string;
+}
+
+export interface DrawOptions extends SampleOptions {
+  /** Which samples to draw (default 0 … n − 1); sample i uses draw stream i whatever else is drawn. */
+  indices?: readonly number[];
+  /** Text of the tokens drawn so far; given, each finished sample carries its text. */
+  decode?: (tokens: readonly number[]) => string;
+  /** A sample also ends where its text first contains one of these (needs `decode`). */
+  stopStrings?: readonly string[];
+  /** Stops drawing between decode steps; the iterator then throws the signal's reason. */
+  signal?: AbortSignal;
+}
+
+function checkIndices(indices: readonly number[]): number[] {
+  for (const i of indices)
+    if (!Number.isSafeInteger(i) || i < 0 || i > 0xffffffff) throw new InvalidArgumentError(`sample indices must be whole numbers below 2^32, not ${i}`);
+  return [...indices];
+}
+
 /**
- * Samples `n` continuations of the token sequence `promptTokens`, each ending at the first of
- * `stopTokens` or after `maxTokens` tokens.
+ * Draws samples of one prompt, yielding each as it finishes. The prompt is appended to the
+ * session once; each batch of samples decodes from its last row and is truncated away after,
+ * so the prompt's keys and values are computed once for all samples, never copied.
  */
-export async function sampleTokens(model: Model, promptTokens: readonly number[], stopTokens: readonly number[], options: SampleOptions): Promise<TokenSampling> {
-  const o = checkOptions(model, promptTokens.length, options);
+export async function* drawSamples(model: Model, promptTokens: readonly number[], stopTokens: readonly number[], options: DrawOptions): AsyncGenerator<IndexedTokenSample> {
+  const indices = options.indices ? checkIndices(options.indices) : undefined;
+  const o = checkOptions(model, promptTokens.length, indices ? { ...options, n: Math.max(1, indices.length) } : options);
+  const wanted = indices ?? Array.from({ length: o.n }, (_, i) => i);
+  const stopStrings = (options.stopStrings ?? []).filter((x) => x !== '');
+  if (stopStrings.length > 0 && !options.decode) throw new InvalidArgumentError('stop strings need a decode function to read the text');
+  options.signal?.throwIfAborted();
+  if (wanted.length === 0) return;
   const stop = new Set(stopTokens);
   const params = { temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed };
   const P = promptTokens.length;
-  const batch = Math.min(o.batchSize, o.n);
+  const batch = Math.min(o.batchSize, wanted.length);
   const adapterNative = options.adapter ? adapterOf(model, options.adapter) : undefined;
-  const started = performance.now();
   const session = await nativeCall(() => model.live().createSession({ adapter: adapterNative, capacity: P + batch * (o.maxTokens - 1) }));
-  const samples: TokenSample[] = [];
-  let generatedTokens = 0;
+  let finished = 0, generatedTokens = 0;
   try {
-    const promptParents = Int32Array.from(promptTokens, (_, i) => i - 1);
-    for (let first = 0; first < o.n; first += batch) {
-      const size = Math.min(batch, o.n - first);
-      if (first > 0) await nativeCall(() => session.reset());
-      await nativeCall(() => session.append(Int32Array.from(promptTokens), promptParents));
-      const own: TokenSample[] = Array.from({ length: size }, () => ({ tokens: [], finishReason: 'length', logProb: 0 }));
-      // Live samples: their index in the batch and the session row their next token is drawn from.
+    await nativeCall(() => session.append(Int32Array.from(promptTokens), Int32Array.from(promptTokens, (_, i) => i - 1)));
+    for (let first = 0; first < wanted.length; first += batch) {
+      const size = Math.min(batch, wanted.length - first);
+      if (first > 0) await nativeCall(() => session.truncate(P));
+      const own: IndexedTokenSample[] = Array.from({ length: size }, (_, i) => ({ index: wanted[first + i], tokens: [], finishReason: 'length', logProb: 0, drawnTokens: 0 }));
+      // Live samples: their place in the batch and the session row their next token is drawn from.
       let live = Array.from({ length: size }, (_, i) => i);
       let rows = new Int32Array(size).fill(P - 1);
       for (let step = 0; live.length > 0; step++) {
-        const streams = Uint32Array.from(live, (i) => first + i);
+        options.signal?.throwIfAborted();
+        const streams = Uint32Array.from(live, (i) => own[i].index);
         const drawn = await nativeCall(() => session.sample(rows, streams, { ...params, step }));
         generatedTokens += live.length;
         const next: number[] = [];
         const nextTokens: number[] = [];
         const nextParents: number[] = [];
+        const done: IndexedTokenSample[] = [];
         live.forEach((i, j) => {
           const token = drawn.tokens[j];
           const s = own[i];
           s.logProb += drawn.logProbs[j];
+          s.drawnTokens++;
           if (stop.has(token)) {
             s.finishReason = 'stop';
-            return;
+          } else {
+            s.tokens.push(token);
+            if (stopStrings.length > 0) {
+              const text = options.decode!(s.tokens);
+              const at = Math.min(...stopStrings.map((x) => text.indexOf(x)).filter((k) => k >= 0));
+              if (Number.isFinite(at)) {
+                s.finishReason = 'stop';
+                s.text = text.slice(0, at);
+              }
+            }
+            if (s.finishReason !== 'stop' && s.tokens.length < o.maxTokens) {
+              next.push(i);
+              nextTokens.push(token);
+              nextParents.push(rows[j]);
+              return;
+            }
           }
-          s.tokens.push(token);
-          if (s.tokens.length >= o.maxTokens) return;
-          next.push(i);
-          nextTokens.push(token);
-          nextParents.push(rows[j]);
+          if (options.decode && s.text === undefined) s.text = options.decode(s.tokens);
+          done.push(s);
         });
         live = next;
         if (live.length > 0) {
           const firstRow = await nativeCall(() => session.append(Int32Array.from(nextTokens), Int32Array.from(nextParents)));
           rows = Int32Array.from(live, (_, j) => firstRow + j);
         }
-        options.onProgress?.(samples.length + size - live.length, generatedTokens);
+        finished += done.length;
+        options.onProgress?.(finished, generatedTokens);
+        yield* done;
       }
-      samples.push(...own);
     }
   } finally {
     session.dispose();
   }
-  return { samples, promptTokens: P, generatedTokens, seconds: (performance.now() - started) / 1000 };
+}
+
+/**
+ * Samples `n` continuations of the token sequence `promptTokens`, each ending at the first of
+ * `stopTokens` or after `maxTokens` tokens; in sample order.
+ */
+export async function sampleTokens(model: Model, promptTokens: readonly number[], stopTokens: readonly number[], options: SampleOptions): Promise<TokenSampling> {
+  checkOptions(model, promptTokens.length, options);
+  const started = performance.now();
+  const samples: TokenSample[] = new Array<TokenSample>(options.n);
+  let generatedTokens = 0;
+  for await (const { index, drawnTokens, tokens, finishReason, logProb } of drawSamples(model, promptTokens, stopTokens, options)) {
+    samples[index] = { tokens, finishReason, logProb };
+    generatedTokens += drawnTokens;
+  }
+  return { samples, promptTokens: promptTokens.length, generatedTokens, seconds: (performance.now() - started) / 1000 };
 }
 
 /** The tokens that end a sample: the tokenizer's end of sequence and end of turn. */

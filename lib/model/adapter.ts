@@ -7,10 +7,19 @@ import { DiffuseError, InvalidArgumentError, nativeCall } from '../errors.js';
 import type { NativeAdamW, NativeAdapter, NativeAdapterTensor, TensorPart } from '../native.js';
 import { loraDefaults } from '../train/defaults.js';
 
-/** The linear layers LoRA can adapt, in PEFT's names. */
+/** The linear layers LoRA can adapt, in PEFT's names (the default: all seven). */
 export const loraModules = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
-/** A projection LoRA can adapt, in PEFT names. */
-export type LoraModule = (typeof loraModules)[number];
+/** The same for a checkpoint that fuses q/k/v and gate/up (Phi-3): PEFT adapts the fused layers. */
+export const fusedLoraModules = ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'] as const;
+/** Every module name, in the engine's order. */
+export const allLoraModules = ['q_proj', 'k_proj', 'v_proj', 'qkv_proj', 'o_proj', 'gate_proj', 'up_proj', 'gate_up_proj', 'down_proj'] as const;
+/** A projection LoRA can adapt, in PEFT names (Phi-3's fused ones included). */
+export type LoraModule = (typeof allLoraModules)[number];
+
+/** The block a module sits in: PEFT's self_attn or mlp. */
+export function moduleBlock(module: string): 'self_attn' | 'mlp' {
+  return ['gate_proj', 'up_proj', 'gate_up_proj', 'down_proj'].includes(module) ? 'mlp' : 'self_attn';
+}
 
 /** A fresh adapter: rank, alpha, the projections adapted, and the seed of A. */
 export interface AdapterOptions {
@@ -18,24 +27,29 @@ export interface AdapterOptions {
   rank?: number;
   /** LoRA alpha; the update is scaled by alpha / rank (default 8, PEFT's). */
   alpha?: number;
-  /** Which linear layers to adapt (default all seven). */
+  /** Which linear layers to adapt (default all seven, or Phi-3's four fused and plain ones). */
   targetModules?: LoraModule[];
   /** Seed of the A initialisation (default 0). */
   seed?: number;
 }
 
-export function checkAdapterOptions(options: AdapterOptions): Required<AdapterOptions> {
-  const rank = options.rank ?? loraDefaults.rank;
-  const alpha = options.alpha ?? loraDefaults.alpha;
-  const targetModules = options.targetModules ?? [...loraModules];
-  const seed = options.seed ?? loraDefaults.seed;
+export function checkAdapterOptions(options: AdapterOptions, fusedProjections = false): Required<AdapterOptions> {
+  const rank = options.rank ?? 4;
+  const alpha = options.alpha ?? 8;
+  const targetModules = options.targetModules ?? [...(fusedProjections ? fusedLoraModules : loraModules)];
+  const seed = options.seed ?? 0;
   if (!Number.isInteger(rank) || rank < 1 || rank > 4096) throw new InvalidArgumentError(`LoRA rank must be an integer from 1 to 4096, not ${rank}`);
   if (!Number.isFinite(alpha) || alpha <= 0) throw new InvalidArgumentError(`LoRA alpha must be a positive number, not ${alpha}`);
   if (!Array.isArray(targetModules) || targetModules.length === 0) throw new InvalidArgumentError('targetModules must list at least one module');
   for (const m of targetModules)
-    if (!loraModules.includes(m)) throw new InvalidArgumentError(`unknown LoRA target module '${m}'; choose from ${loraModules.join(', ')}`);
+    if (!allLoraModules.includes(m)) throw new InvalidArgumentError(`unknown LoRA target module '${m}'; choose from ${allLoraModules.join(', ')}`);
   if (!Number.isSafeInteger(seed) || seed < 0) throw new InvalidArgumentError(`seed must be a non-negative integer, not ${seed}`);
-  return { rank, alpha, targetModules: [...new Set(targetModules)], seed };
+  // "All seven" (the CLI's and configs' default) on a fused checkpoint means all its linear
+  // layers, the fused four; any other list of split names there is refused by the engine.
+  const all = new Set<string>(loraModules);
+  const unique = [...new Set(targetModules)];
+  if (fusedProjections && unique.length === all.size && unique.every((m) => all.has(m))) return { rank, alpha, targetModules: [...fusedLoraModules], seed };
+  return { rank, alpha, targetModules: unique, seed };
 }
 
 /** One A or B matrix: engine name, layer, projection, shape and PEFT key. */
@@ -45,7 +59,7 @@ export interface AdapterTensor extends NativeAdapterTensor {
 }
 
 export function peftKey(t: NativeAdapterTensor): string {
-  const block = ['gate_proj', 'up_proj', 'down_proj'].includes(t.module) ? 'mlp' : 'self_attn';
+  const block = moduleBlock(t.module);
   return `base_model.model.model.layers.${t.layer}.${block}.${t.module}.${t.name.endsWith('lora_A') ? 'lora_A' : 'lora_B'}.weight`;
 }
 

@@ -1,26 +1,53 @@
 /**
  * The engine's model shape (EngineConfig) from a Hugging Face config.json or GGUF metadata.
- * Llama-family decoders only: llama (SmolLM2, Llama-2, Llama-3 with its `llama3` RoPE scaling),
- * mistral and qwen2 (q/k/v biases). Anything else is an UnsupportedError naming the
- * architecture. Missing config.json keys take the defaults transformers gives them; missing
+ * Families: llama (SmolLM2, Llama-2, Llama-3 with its `llama3` RoPE scaling), mistral (its
+ * sliding window), qwen2 (q/k/v biases, optional window layers), qwen3 (q/k norms), gemma
+ * (GeGLU, √d embeddings, (1 + w) norms), gemma2 (soft-caps, alternating window layers,
+ * sandwich norms, query_pre_attn_scalar) and gemma3_text (q/k norms, layer_types, local and
+ * global RoPE bases) and phi3 (fused qkv_proj / gate_up_proj, split at load; its window; its
+ * longrope/su scaling and partial rotary dims are refused). Each is a set of EngineConfig
+ * switches over the one Llama graph.
+ *
+ * Every key transformers' config class for the model type reads is either honoured exactly or,
+ * when it asks for something the engine cannot do (a RoPE scaling it lacks, biases it has no
+ * place for, bidirectional attention, dropout, …), an UnsupportedError naming key and value —
+ * never ignored. Missing config.json keys take the defaults transformers gives them; missing
  * required GGUF keys and wrong-typed values of either are ModelFormatErrors naming the key.
  */
 import { ModelFormatError, UnsupportedError } from '../errors.js';
 import { describeValue, metaArray, metaString, type GgufFile, type GgufValue } from '../formats/gguf.js';
 import type { EngineConfig } from '../native.js';
 
-export type Architecture = 'llama' | 'mistral' | 'qwen2';
+export type Architecture = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma' | 'gemma2' | 'gemma3_text' | 'phi3';
 type RopeScaling = NonNullable<EngineConfig['ropeScaling']>;
 
 /** Each size must be below this (16.7 M), which keeps every product of two sizes exact in a double. */
 export const MAX_MODEL_DIMENSION = 1 << 24;
 
 /** transformers' defaults for a key missing from config.json, per model type. */
-const hfDefaults: Record<Architecture, { vocab: number; hidden: number; intermediate: number; layers: number; heads: number; kvHeads: number | null; eps: number }> = {
+interface HfDefaults {
+  vocab: number;
+  hidden: number;
+  intermediate: number;
+  layers: number;
+  heads: number;
+  kvHeads: number | null;
+  eps: number;
+  headDim?: number;
+  tied?: boolean;
+  slidingWindow?: number;
+}
+const hfDefaults: Record<Architecture, HfDefaults> = {
   llama: { vocab: 32000, hidden: 4096, intermediate: 11008, layers: 32, heads: 32, kvHeads: null, eps: 1e-6 },
-  mistral: { vocab: 32000, hidden: 4096, intermediate: 14336, layers: 32, heads: 32, kvHeads: 8, eps: 1e-6 },
-  qwen2: { vocab: 151936, hidden: 4096, intermediate: 22016, layers: 32, heads: 32, kvHeads: 32, eps: 1e-6 },
+  mistral: { vocab: 32000, hidden: 4096, intermediate: 14336, layers: 32, heads: 32, kvHeads: 8, eps: 1e-6, slidingWindow: 4096 },
+  qwen2: { vocab: 151936, hidden: 4096, intermediate: 22016, layers: 32, heads: 32, kvHeads: 32, eps: 1e-6, slidingWindow: 4096 },
+  qwen3: { vocab: 151936, hidden: 4096, intermediate: 22016, layers: 32, heads: 32, kvHeads: 32, eps: 1e-6, headDim: 128, slidingWindow: 4096 },
+  gemma: { vocab: 256000, hidden: 3072, intermediate: 24576, layers: 28, heads: 16, kvHeads: 16, eps: 1e-6, headDim: 256, tied: true },
+  gemma2: { vocab: 256000, hidden: 2304, intermediate: 9216, layers: 26, heads: 8, kvHeads: 4, eps: 1e-6, headDim: 256, tied: true, slidingWindow: 4096 },
+  gemma3_text: { vocab: 262208, hidden: 2304, intermediate: 9216, layers: 26, heads: 8, kvHeads: 4, eps: 1e-6, headDim: 256, tied: true, slidingWindow: 4096 },
+  phi3: { vocab: 32064, hidden: 3072, intermediate: 8192, layers: 32, heads: 32, kvHeads: null, eps: 1e-5 },
 };
+const families = Object.keys(hfDefaults).join(', ');
 
 /** Checks the invariants the engine relies on; `file` and the field names go into the error. */
 export function checkEngineConfig(config: EngineConfig, file: string): EngineConfig {
@@ -40,6 +67,20 @@ export function checkEngineConfig(config: EngineConfig, file: string): EngineCon
   if (config.headDim % 2 !== 0) throw new ModelFormatError(file, 'headDim', `RoPE needs an even head dimension, not ${config.headDim}`);
   for (const [key, v] of [['rmsNormEps', config.rmsNormEps], ['ropeTheta', config.ropeTheta]] as const)
     if (!Number.isFinite(v) || v <= 0) throw new ModelFormatError(file, key, `must be a positive finite number, not ${v}`);
+  for (const key of ['embeddingScale', 'attentionScale', 'localRopeTheta'] as const) {
+    const v = config[key];
+    if (v !== undefined && (!Number.isFinite(v) || v <= 0)) throw new ModelFormatError(file, key, `must be a positive finite number, not ${v}`);
+  }
+  for (const key of ['attnLogitSoftcap', 'finalLogitSoftcap'] as const) {
+    const v = config[key];
+    if (v !== undefined && (!Number.isFinite(v) || v < 0)) throw new ModelFormatError(file, key, `must be a positive finite number (or 0 for none), not ${v}`);
+  }
+  if (config.normWeightOffset !== undefined && config.normWeightOffset !== 0 && config.normWeightOffset !== 1)
+    throw new ModelFormatError(file, 'normWeightOffset', `must be 0 or 1, not ${config.normWeightOffset}`);
+  if (config.slidingWindow !== undefined && (!Number.isSafeInteger(config.slidingWindow) || config.slidingWindow < 0))
+    throw new ModelFormatError(file, 'slidingWindow', `must be a non-negative integer, not ${config.slidingWindow}`);
+  if (config.layerTypes !== undefined && config.layerTypes.length !== config.numLayers)
+    throw new ModelFormatError(file, 'layerTypes', `must name ${config.numLayers} layers, not ${config.layerTypes.length}`);
   const s = config.ropeScaling;
   if (s && s.type !== 'none') {
     for (const key of ['factor', 'lowFreqFactor', 'highFreqFactor', 'originalMaxPositionEmbeddings'] as const) {
@@ -116,11 +157,12 @@ class HfReader {
    * RoPE theta and scaling: `rope_theta` + `rope_scaling` ({type | rope_type, factor, …}), or
    * the newer `rope_parameters` that holds both.
    */
-  rope(): { theta: number; scaling: RopeScaling } {
-    const params = this.object('rope_parameters');
-    const scalingKey = params ? 'rope_parameters' : 'rope_scaling';
+  rope(defaultTheta = 10000, from?: { params: Json; key: string }): { theta: number; scaling: RopeScaling } {
+    const params = from ? from.params : this.object('rope_parameters');
+    const scalingKey = from ? from.key : params ? 'rope_parameters' : 'rope_scaling';
     const scaling = params ?? this.object('rope_scaling');
-    const theta = params && params.rope_theta !== undefined ? this.num('rope_theta', 10000, params, 'rope_parameters.') : this.num('rope_theta', 10000);
+    const theta =
+      params && params.rope_theta !== undefined ? this.num('rope_theta', defaultTheta, params, `${scalingKey}.`) : from ? defaultTheta : this.num('rope_theta', defaultTheta);
     if (!scaling) return { theta, scaling: { type: 'none' } };
     const typeValue = scaling.rope_type ?? scaling.type ?? 'default';
     if (typeof typeValue !== 'string') this.fail(`${scalingKey}.rope_type`, `must be a string, not ${JSON.stringify(typeValue)}`);
@@ -145,6 +187,35 @@ class HfReader {
         throw new UnsupportedError(`${this.file}: RoPE scaling '${typeValue}' (${scalingKey}) is not supported; diffuse supports the default, 'linear' and 'llama3'`);
     }
   }
+
+  /** A non-negative number, or 0 when absent (soft-caps). */
+  optionalPositive(key: string): number {
+    const v = this.value(key);
+    if (v === undefined) return 0;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) this.fail(key, `must be a positive number or null, not ${JSON.stringify(v)}`);
+    return v;
+  }
+
+  /** Refuses a key whose value asks for something the engine does not do. */
+  refuse(key: string, honoured: (v: unknown) => boolean, what: string): void {
+    const v = this.value(key);
+    if (v !== undefined && !honoured(v)) throw new UnsupportedError(`${this.file}: ${key} ${JSON.stringify(v)} is not supported; ${what}`);
+  }
+
+  layerTypes(layers: number): ('full_attention' | 'sliding_attention')[] | undefined {
+    const v = this.value('layer_types');
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v) || v.length !== layers) this.fail('layer_types', `must be an array of ${layers} layer types, not ${JSON.stringify(v)}`);
+    for (const t of v)
+      if (t !== 'full_attention' && t !== 'sliding_attention')
+        throw new UnsupportedError(`${this.file}: layer_types holds '${String(t)}'; the engine runs 'full_attention' and 'sliding_attention' layers`);
+    return v as ('full_attention' | 'sliding_attention')[];
+  }
+}
+
+/** Per-layer types with transformers' default pattern: windowed unless (i + 1) % period == 0. */
+function periodicLayerTypes(layers: number, period: number): ('full_attention' | 'sliding_attention')[] {
+  return Array.from({ length: layers }, (_, i) => ((i + 1) % period !== 0 ? 'sliding_attention' : 'full_attention'));
 }
 
 /** The EngineConfig of a parsed config.json; `file` is its path, for messages. */
@@ -154,39 +225,143 @@ export function engineConfigFromHf(json: unknown, file: string): EngineConfig {
   const fields = json as Json;
   const modelType = r.str('model_type');
   if (modelType === undefined) r.fail('model_type', 'is missing; config.json names the architecture there (e.g. "llama")');
-  if (!(modelType in hfDefaults))
-    throw new UnsupportedError(`${file}: model_type '${modelType}' is not supported; diffuse runs Llama-family decoders: llama (incl. SmolLM2, Llama-2, Llama-3), mistral and qwen2`);
+  if (!(modelType in hfDefaults)) {
+    const hint = modelType === 'gemma3' ? ' (a Gemma 3 checkpoint with vision; its text model, model_type gemma3_text, is supported)' : '';
+    throw new UnsupportedError(`${file}: model_type '${modelType}' is not supported${hint}; diffuse runs these decoder families: ${families}`);
+  }
   const arch = modelType as Architecture;
   const d = hfDefaults[arch];
+  const gemma = arch === 'gemma' || arch === 'gemma2' || arch === 'gemma3_text';
 
-  const act = r.str('hidden_act') ?? 'silu';
-  if (act !== 'silu' && act !== 'swish') throw new UnsupportedError(`${file}: hidden_act '${act}' is not supported; the engine's MLP is SwiGLU (silu)`);
-  if (r.bool('mlp_bias', false)) throw new UnsupportedError(`${file}: mlp_bias is true; the engine's MLP has no biases`);
-  // Llama's attention_bias puts a bias on o_proj as well, which the engine has no place for;
-  // Qwen2 always has q/k/v biases and never an o_proj one.
-  if (arch !== 'qwen2' && r.bool('attention_bias', false))
-    throw new UnsupportedError(`${file}: attention_bias is true for a ${arch} model (biases on q, k, v and o); the engine supports q/k/v biases only (Qwen2's layout)`);
+  // Keys of any model type that change what the checkpoint computes.
+  r.refuse('quantization_config', () => false, 'load an unquantised (f32/bf16/f16) checkpoint or a GGUF');
+  r.refuse('auto_map', () => false, 'the model needs its own Python code (trust_remote_code), which diffuse cannot run');
+  r.refuse('attention_dropout', (v) => v === 0, 'the engine has no dropout (transformers applies it while training)');
+  r.refuse('use_bidirectional_attention', (v) => v === false, 'the engine runs causal decoders only');
+  for (const key of ['num_experts', 'num_local_experts', 'n_routed_experts', 'moe_intermediate_size'])
+    r.refuse(key, (v) => v === 0, 'mixture-of-experts layers are not supported');
+  for (const key of ['resid_pdrop', 'embd_pdrop']) r.refuse(key, (v) => v === 0, 'the engine has no dropout (transformers applies it while training)');
+  r.refuse('partial_rotary_factor', (v) => v === 1, 'the engine rotates whole heads');
+  const ropeParams = r.object('rope_parameters');
+  if (ropeParams && ropeParams.partial_rotary_factor !== undefined && ropeParams.partial_rotary_factor !== 1)
+    throw new UnsupportedError(`${file}: rope_parameters.partial_rotary_factor ${JSON.stringify(ropeParams.partial_rotary_factor)} is not supported; the engine rotates whole heads`);
+
+  // The MLP's activation: SiLU (SwiGLU) or tanh-GELU (GeGLU).
+  const actKey = arch === 'gemma2' || arch === 'gemma3_text' ? 'hidden_activation' : 'hidden_act';
+  const act = r.str(actKey) ?? (gemma ? 'gelu_pytorch_tanh' : 'silu');
+  // transformers' GemmaConfig turns the legacy 'gelu' of the official Gemma releases into the tanh approximation.
+  const geglu = act === 'gelu_pytorch_tanh' || (arch === 'gemma' && act === 'gelu');
+  if (!geglu && act !== 'silu' && act !== 'swish')
+    throw new UnsupportedError(`${file}: ${actKey} '${act}' is not supported; the engine's MLP gate is silu (SwiGLU) or gelu_pytorch_tanh (GeGLU)`);
+  r.refuse('mlp_bias', (v) => v === false, "the engine's MLP has no biases");
+  // Llama's, Qwen3's and Gemma's attention_bias puts a bias on o_proj as well, which the engine
+  // has no place for; Qwen2 always has q/k/v biases and never an o_proj one.
+  if (arch !== 'qwen2') r.refuse('attention_bias', (v) => v === false, 'biases on q, k, v and o; the engine supports q/k/v biases only (Qwen2\'s layout)');
 
   const hiddenSize = r.int('hidden_size', d.hidden);
   const numHeads = r.int('num_attention_heads', d.heads);
-  if (fields.head_dim == null && hiddenSize % numHeads !== 0)
+  if (fields.head_dim == null && d.headDim === undefined && hiddenSize % numHeads !== 0)
     r.fail('head_dim', `is missing, and hidden_size ${hiddenSize} is not a multiple of the ${numHeads} heads to derive it from (transformers refuses this too)`);
-  const { theta, scaling } = r.rope();
+  const numLayers = r.int('num_hidden_layers', d.layers);
+  const headDim = r.int('head_dim', d.headDim ?? hiddenSize / numHeads);
+
+  // RoPE: Gemma 3 has one set of parameters per layer type (rope_parameters.full_attention /
+  // .sliding_attention, or the legacy rope_theta + rope_scaling for global layers and
+  // rope_local_base_freq for local ones).
+  let rope: { theta: number; scaling: RopeScaling };
+  let localRopeTheta: number | undefined;
+  if (arch === 'gemma3_text') {
+    const params = r.object('rope_parameters');
+    if (params && (params.full_attention !== undefined || params.sliding_attention !== undefined)) {
+      const part = (key: string): Json => {
+        const v = params[key];
+        if (v === undefined || v === null) return {};
+        if (typeof v !== 'object' || Array.isArray(v)) r.fail(`rope_parameters.${key}`, `must be an object, not ${JSON.stringify(v)}`);
+        return v as Json;
+      };
+      rope = r.rope(1e6, { params: part('full_attention'), key: 'rope_parameters.full_attention' });
+      const local = r.rope(1e4, { params: part('sliding_attention'), key: 'rope_parameters.sliding_attention' });
+      if (local.scaling.type !== 'none')
+        throw new UnsupportedError(`${file}: rope_parameters.sliding_attention has ${local.scaling.type} scaling; the engine scales the global layers' RoPE only`);
+      localRopeTheta = local.theta;
+    } else {
+      rope = r.rope(1e6);
+      localRopeTheta = r.num('rope_local_base_freq', 1e4);
+    }
+  } else rope = r.rope();
+
+  // The sliding window and which layers use it, as transformers derives them.
+  let slidingWindow = 0;
+  let layerTypes = r.layerTypes(numLayers);
+  const window = (): number => {
+    const v = fields.sliding_window === undefined ? d.slidingWindow : fields.sliding_window;
+    if (v === null) return 0;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) r.fail('sliding_window', `must be a positive integer or null, not ${JSON.stringify(v)}`);
+    return v;
+  };
+  if (arch === 'mistral') {
+    slidingWindow = window();
+    r.refuse('layer_types', () => false, 'Mistral windows every layer alike');
+  } else if (arch === 'qwen2' || arch === 'qwen3') {
+    slidingWindow = r.bool('use_sliding_window', false) ? window() : 0;
+    const firstWindowed = r.int('max_window_layers', 28);
+    layerTypes ??= Array.from({ length: numLayers }, (_, i) => (slidingWindow > 0 && i >= firstWindowed ? 'sliding_attention' : 'full_attention'));
+    if (slidingWindow === 0 && layerTypes.includes('sliding_attention'))
+      throw new UnsupportedError(`${file}: layer_types has sliding_attention layers but use_sliding_window is false (no window); transformers cannot run this either`);
+  } else if (arch === 'phi3') {
+    slidingWindow = window();
+  } else if (arch === 'gemma2' || arch === 'gemma3_text') {
+    slidingWindow = window();
+    const period = arch === 'gemma2' ? 2 : r.int('sliding_window_pattern', 6);
+    layerTypes ??= periodicLayerTypes(numLayers, period);
+  } else {
+    r.refuse('sliding_window', () => false, `${arch} attends to the whole sequence`);
+    r.refuse('layer_types', (v) => Array.isArray(v) && v.every((t) => t === 'full_attention'), `${arch} has full-attention layers only`);
+  }
+  if (slidingWindow === 0 || (layerTypes && !layerTypes.includes('sliding_attention'))) {
+    slidingWindow = 0;
+    layerTypes = undefined;
+  }
+  if (layerTypes?.every((t) => t === 'sliding_attention')) layerTypes = undefined;
+
   const config: EngineConfig = {
     hiddenSize,
     intermediateSize: r.int('intermediate_size', d.intermediate),
-    numLayers: r.int('num_hidden_layers', d.layers),
+    numLayers,
     numHeads,
     // An explicit null means "as many as the attention heads" (transformers 4's rule for every type).
     numKvHeads: r.int('num_key_value_heads', fields.num_key_value_heads === null ? numHeads : (d.kvHeads ?? numHeads)),
-    headDim: r.int('head_dim', hiddenSize / numHeads),
+    headDim,
     vocabSize: r.int('vocab_size', d.vocab),
     rmsNormEps: r.num('rms_norm_eps', d.eps),
-    ropeTheta: theta,
-    ropeScaling: scaling,
-    tieWordEmbeddings: r.bool('tie_word_embeddings', false),
+    ropeTheta: rope.theta,
+    ropeScaling: rope.scaling,
+    tieWordEmbeddings: r.bool('tie_word_embeddings', d.tied ?? false),
     attentionBias: arch === 'qwen2',
   };
+  if (geglu) config.activation = 'gelu_tanh';
+  if (gemma) {
+    config.normWeightOffset = 1;
+    // transformers casts the normaliser √hidden to the hidden states' dtype (float32 here).
+    config.embeddingScale = Math.fround(Math.sqrt(hiddenSize));
+  }
+  if (arch === 'gemma2' || arch === 'gemma3_text') {
+    config.sandwichNorms = true;
+    config.attentionScale = r.num('query_pre_attn_scalar', 256) ** -0.5;
+    const attnCap = r.optionalPositive('attn_logit_softcapping');
+    const finalCap = r.optionalPositive('final_logit_softcapping');
+    if (fields.attn_logit_softcapping === undefined && arch === 'gemma2') config.attnLogitSoftcap = 50;
+    else if (attnCap) config.attnLogitSoftcap = attnCap;
+    if (fields.final_logit_softcapping === undefined && arch === 'gemma2') config.finalLogitSoftcap = 30;
+    else if (finalCap) config.finalLogitSoftcap = finalCap;
+  }
+  if (arch === 'qwen3' || arch === 'gemma3_text') config.qkNorm = true;
+  if (arch === 'phi3') config.fusedProjections = true;
+  if (slidingWindow > 0) {
+    config.slidingWindow = slidingWindow;
+    if (layerTypes) config.layerTypes = layerTypes;
+  }
+  if (localRopeTheta !== undefined && slidingWindow > 0) config.localRopeTheta = localRopeTheta;
   return checkEngineConfig(config, file);
 }
 
@@ -198,8 +373,15 @@ const ggufArchitectures: Record<string, { arch: Architecture; permutedQk: boolea
   // convert_hf_to_gguf.py converts Llama, Mistral and SmolLM2 checkpoints as "llama", with
   // LlamaModel.permute applied to q_proj and k_proj for ggml's interleaved RoPE.
   llama: { arch: 'llama', permutedQk: true },
-  // Qwen2 uses ggml's NeoX RoPE, which matches Hugging Face's layout: no permutation.
+  // Qwen2/3 and Gemma 1/2/3 use ggml's NeoX RoPE, which matches Hugging Face's layout: no
+  // permutation. The Gemma converters fold the (1 + w) of every norm into the stored weights.
   qwen2: { arch: 'qwen2', permutedQk: false },
+  qwen3: { arch: 'qwen3', permutedQk: false },
+  gemma: { arch: 'gemma', permutedQk: false },
+  gemma2: { arch: 'gemma2', permutedQk: false },
+  gemma3: { arch: 'gemma3_text', permutedQk: false },
+  // Phi-3 keeps q/k/v fused (attn_qkv) and gate/up fused (ffn_up, gate rows first).
+  phi3: { arch: 'phi3', permutedQk: false },
 };
 
 export function ggufArchitecture(gguf: GgufFile): { name: string; arch: Architecture; permutedQk: boolean } {
@@ -207,7 +389,9 @@ export function ggufArchitecture(gguf: GgufFile): { name: string; arch: Architec
   if (name === undefined) throw new ModelFormatError(gguf.path, 'general.architecture', 'is missing');
   const known = ggufArchitectures[name];
   if (!known)
-    throw new UnsupportedError(`${gguf.path}: GGUF architecture '${name}' is not supported; diffuse runs Llama-family decoders ('llama', which includes Mistral and SmolLM2, and 'qwen2')`);
+    throw new UnsupportedError(
+      `${gguf.path}: GGUF architecture '${name}' is not supported; diffuse runs ${Object.keys(ggufArchitectures).join(', ')} ('llama' includes Mistral and SmolLM2)`,
+    );
   return { name, ...known };
 }
 
@@ -313,6 +497,9 @@ export function engineConfigFromGguf(gguf: GgufFile): EngineConfig {
     const bias = gguf.tensors.find((t) => /^blk\.\d+\.attn_(q|k|v|output)\.bias$/.test(t.name));
     if (bias) throw new UnsupportedError(`${file}: has attention biases (${bias.name}) in a '${name}' model; the engine supports q/k/v biases in Qwen2's layout only`);
   }
+  for (const key of ['expert_count', 'expert_used_count'])
+    if ((gguf.metadata.get(`${name}.${key}`) ?? 0) !== 0)
+      throw new UnsupportedError(`${file}: ${name}.${key} is ${describeValue(gguf.metadata.get(`${name}.${key}`)!)}; mixture-of-experts layers are not supported`);
   const hiddenSize = r.int('embedding_length');
   const numHeads = r.int('attention.head_count');
   if (hiddenSize % numHeads !== 0 && !gguf.metadata.has(`${name}.attention.key_length`))
@@ -367,5 +554,75 @@ export function engineConfigFromGguf(gguf: GgufFile): EngineConfig {
     tieWordEmbeddings: !gguf.tensors.some((t) => t.name === 'output.weight'),
     attentionBias: arch === 'qwen2',
   };
+  Object.assign(config, ggufFamilySwitches(gguf, r, name, arch, config));
   return checkEngineConfig(config, file);
+}
+
+/**
+ * The family switches of a GGUF model, as llama.cpp's graph for its architecture reads them
+ * (src/models/<arch>.cpp): Gemma's GeGLU and √d scale (its norms are already 1 + w in the
+ * file), Gemma 2's soft-caps (defaults 50 and 30) and windowed even layers (window 4096 by
+ * default), Gemma 3's window pattern of 6 and local RoPE base, Qwen3's and Gemma 3's q/k norms,
+ * and the query scale llama.cpp gives Gemma 2/3 (1/√head_dim, or 1/√(hidden/heads) for the 27B
+ * models, which stands in for query_pre_attn_scalar).
+ */
+function ggufFamilySwitches(gguf: GgufFile, r: GgufReader, name: string, arch: Architecture, c: EngineConfig): Partial<EngineConfig> {
+  const out: Partial<EngineConfig> = {};
+  const num = (key: string): number | undefined => {
+    const v = gguf.metadata.get(`${name}.${key}`);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) r.fail(`${name}.${key}`, `must be a non-negative number, not ${describeValue(v)}`);
+    return v;
+  };
+  const pattern = (period: number): EngineConfig['layerTypes'] => {
+    const v = gguf.metadata.get(`${name}.attention.sliding_window_pattern`);
+    if (Array.isArray(v)) {
+      if (v.length !== c.numLayers) r.fail(`${name}.attention.sliding_window_pattern`, `must name ${c.numLayers} layers, not ${v.length}`);
+      return v.map((w) => (w ? 'sliding_attention' : 'full_attention'));
+    }
+    const n = typeof v === 'number' ? v : period;
+    // llama.cpp's set_swa_pattern: layer il is windowed when il % n < n - 1 (n = 0: all of them).
+    return Array.from({ length: c.numLayers }, (_, il) => (n === 0 || il % n < n - 1 ? 'sliding_attention' : 'full_attention'));
+  };
+  const window = num('attention.sliding_window') ?? 0;
+  if (!Number.isSafeInteger(window)) r.fail(`${name}.attention.sliding_window`, `must be an integer, not ${window}`);
+  const gemma = arch === 'gemma' || arch === 'gemma2' || arch === 'gemma3_text';
+  if (gemma) {
+    out.activation = 'gelu_tanh';
+    out.embeddingScale = Math.fround(Math.sqrt(c.hiddenSize));
+  }
+  if (arch === 'gemma2' || arch === 'gemma3_text') {
+    out.sandwichNorms = true;
+    const big = arch === 'gemma2' ? c.numLayers === 46 : c.numLayers === 62;
+    out.attentionScale = 1 / Math.sqrt(big ? Math.floor(c.hiddenSize / c.numHeads) : c.headDim);
+    out.finalLogitSoftcap = num('final_logit_softcapping') ?? (arch === 'gemma2' ? 30 : 0);
+    if (arch === 'gemma2') out.attnLogitSoftcap = num('attn_logit_softcapping') ?? 50;
+    const w = arch === 'gemma2' ? window || 4096 : window;
+    if (w > 0) {
+      out.slidingWindow = w;
+      out.layerTypes = pattern(arch === 'gemma2' ? 2 : 6);
+      const local = num('rope.freq_base_swa');
+      if (local !== undefined && local > 0) out.localRopeTheta = local;
+    }
+  } else if (window > 0) {
+    out.slidingWindow = window;
+    if (gguf.metadata.has(`${name}.attention.sliding_window_pattern`)) out.layerTypes = pattern(0);
+  }
+  if (arch === 'qwen3' || arch === 'gemma3_text') out.qkNorm = true;
+  if (arch === 'phi3') {
+    out.fusedProjections = true;
+    const longrope = gguf.tensors.find((t) => t.name === 'rope_factors_long.weight' || t.name === 'rope_factors_short.weight');
+    if (longrope) throw new UnsupportedError(`${gguf.path}: has ${longrope.name} (Phi-3's longrope scaling); the engine supports none, linear and llama3 RoPE scaling`);
+  }
+  const attnFactor = num('rope.scaling.attn_factor');
+  if (attnFactor !== undefined && attnFactor !== 1)
+    throw new UnsupportedError(`${gguf.path}: ${name}.rope.scaling.attn_factor ${attnFactor} is not supported; the engine does not scale RoPE's cos/sin`);
+  if (out.layerTypes && !out.layerTypes.includes('sliding_attention')) {
+    delete out.slidingWindow;
+    delete out.layerTypes;
+    delete out.localRopeTheta;
+  } else if (out.layerTypes?.every((t) => t === 'sliding_attention')) delete out.layerTypes;
+  if (!out.attnLogitSoftcap) delete out.attnLogitSoftcap;
+  if (!out.finalLogitSoftcap) delete out.finalLogitSoftcap;
+  return out;
 }

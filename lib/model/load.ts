@@ -26,7 +26,7 @@ export interface LoadModelOptions extends ResolveOptions {
   weights?: 'stored' | 'f32';
 }
 
-/** Random weights of a known shape: a preset ('llama-2-7b', 'llama-2-13b', 'mistral-7b', 'smollm2-135m') or a config. */
+/** Random weights of a known shape: a preset (see presets.ts: llama-2-7b, llama-3.1-8b, gemma-7b, gemma-2-9b, qwen2.5-7b, …) or a config. */
 export interface RandomModelSpec {
   config: string | EngineConfig;
   randomInit: true;

@@ -15,9 +15,11 @@ import {
   type TargetRequest,
   type TrieBatch,
 } from '../targets/target-set.js';
-import type { Tokenizer } from '../tokenizer/index.js';
+import type { ChatMessage, Tokenizer } from '../tokenizer/index.js';
 import { loadAdapter, type LoadAdapterOptions } from '../adapters/peft.js';
+import { loadGgufLoraAdapter } from '../adapters/gguf-lora.js';
 import { Adapter, checkAdapterOptions, type AdapterOptions } from './adapter.js';
+import { generate, type GeneratedSample, type GenerateOptions } from '../generate/generate.js';
 
 /** One target of a set, as the model sees it. */
 export interface TargetResult {
@@ -131,13 +133,16 @@ export class Model {
   }
 
   /** The exact distribution the model (with an adapter, if given) puts on each target. */
-  async targetLogProbs(request: TargetRequest, options: { adapter?: Adapter } = {}): Promise<TargetDistribution> {
+  async targetLogProbs(request: TargetRequest, options: { adapter?: Adapter; chatTemplateKwargs?: Record<string, unknown> } = {}): Promise<TargetDistribution> {
     return (await this.targetDistributions([request], options))[0];
   }
 
   /** targetLogProbs for several prompts in one engine call (one trie segment each). */
-  async targetDistributions(requests: TargetRequest[], options: { adapter?: Adapter; warn?: (message: string) => void } = {}): Promise<TargetDistribution[]> {
-    const prompts = this.prepare(requests, { warn: options.warn });
+  async targetDistributions(
+    requests: TargetRequest[],
+    options: { adapter?: Adapter; warn?: (message: string) => void; chatTemplateKwargs?: Record<string, unknown> } = {},
+  ): Promise<TargetDistribution[]> {
+    const prompts = this.prepare(requests, { warn: options.warn, chatTemplateKwargs: options.chatTemplateKwargs });
     const tries = prompts.map((p) => buildTrieBatch([p]));
     const all = buildTrieBatch(prompts);
     const { edgeLogProbs } = await nativeCall(() => this.live().forward(all.batch, this.adapterFor(options.adapter)));
@@ -151,15 +156,27 @@ export class Model {
     return prompts.map((p, i) => distributionOf(p, perSequence[i], tries[i].positions, tries[i].paddedPositions));
   }
 
+  /**
+   * Samples answers to a user message (or a chat) as an async iterator, each sample yielded as
+   * it finishes; `options.signal` stops it between decode steps. See lib/generate/generate.ts.
+   */
+  generate(request: string | ChatMessage[], options: GenerateOptions): AsyncGenerator<GeneratedSample> {
+    this.live();
+    return generate(this, request, options);
+  }
+
   /** A fresh LoRA adapter on this model: A Kaiming-uniform, B = 0 (no change until trained), as PEFT initialises one. */
   createAdapter(options: AdapterOptions = {}): Promise<Adapter> {
-    const o = checkAdapterOptions(options);
+    const o = checkAdapterOptions(options, this.config.fusedProjections);
     return nativeCall(async () => new Adapter(await this.live().createAdapter(o), this, o.targetModules));
   }
 
-  /** Loads a LoRA adapter saved in Hugging Face PEFT layout (by diffuse or by PEFT). */
-  loadAdapter(dir: string, options: LoadAdapterOptions = {}): Promise<Adapter> {
-    return loadAdapter(this, dir, options);
+  /**
+   * Loads a LoRA adapter: a directory in Hugging Face PEFT layout (by diffuse or by PEFT), or a
+   * llama.cpp GGUF LoRA file (*.gguf).
+   */
+  loadAdapter(path: string, options: LoadAdapterOptions = {}): Promise<Adapter> {
+    return /\.gguf$/i.test(path) ? loadGgufLoraAdapter(this, path, options) : loadAdapter(this, path, options);
   }
 
   /**

@@ -6,9 +6,18 @@
  */
 import { InvalidArgumentError } from '../errors.js';
 import type { EngineConfig, TensorSource } from '../native.js';
+import { expectedTensors } from './tensors.js';
 
 /** The known shapes random weights can take. */
-export type PresetName = 'llama-2-7b' | 'llama-2-13b' | 'mistral-7b' | 'smollm2-135m';
+export type PresetName =
+  | 'llama-2-7b'
+  | 'llama-2-13b'
+  | 'mistral-7b'
+  | 'smollm2-135m'
+  | 'llama-3.1-8b'
+  | 'qwen2.5-7b'
+  | 'gemma-7b'
+  | 'gemma-2-9b';
 
 const llama2Base = {
   headDim: 128,
@@ -38,6 +47,74 @@ export const presets: Readonly<Record<PresetName, EngineConfig>> = {
     ropeTheta: 100000,
     tieWordEmbeddings: true,
     attentionBias: false,
+  },
+  // Llama-3.1-8B(-Instruct): GQA 32/8, Llama-3 RoPE scaling, a 128k vocabulary.
+  'llama-3.1-8b': {
+    hiddenSize: 4096,
+    intermediateSize: 14336,
+    numLayers: 32,
+    numHeads: 32,
+    numKvHeads: 8,
+    headDim: 128,
+    vocabSize: 128256,
+    rmsNormEps: 1e-5,
+    ropeTheta: 500000,
+    ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 },
+    tieWordEmbeddings: false,
+    attentionBias: false,
+  },
+  // Qwen2.5-7B(-Instruct): q/k/v biases, GQA 28/4 (its sliding window is off in the release).
+  'qwen2.5-7b': {
+    hiddenSize: 3584,
+    intermediateSize: 18944,
+    numLayers: 28,
+    numHeads: 28,
+    numKvHeads: 4,
+    headDim: 128,
+    vocabSize: 152064,
+    rmsNormEps: 1e-6,
+    ropeTheta: 1000000,
+    tieWordEmbeddings: false,
+    attentionBias: true,
+  },
+  // Gemma-7B(-it), the paper's: GeGLU, √d embeddings, head_dim 256, tied head. Norm weights
+  // here are the effective (1 + w) ones, so no offset.
+  'gemma-7b': {
+    hiddenSize: 3072,
+    intermediateSize: 24576,
+    numLayers: 28,
+    numHeads: 16,
+    numKvHeads: 16,
+    headDim: 256,
+    vocabSize: 256000,
+    rmsNormEps: 1e-6,
+    ropeTheta: 10000,
+    tieWordEmbeddings: true,
+    attentionBias: false,
+    activation: 'gelu_tanh',
+    embeddingScale: Math.fround(Math.sqrt(3072)),
+  },
+  // Gemma-2-9B(-it): soft-caps 50 / 30, windowed even layers (4096), sandwich norms.
+  'gemma-2-9b': {
+    hiddenSize: 3584,
+    intermediateSize: 14336,
+    numLayers: 42,
+    numHeads: 16,
+    numKvHeads: 8,
+    headDim: 256,
+    vocabSize: 256000,
+    rmsNormEps: 1e-6,
+    ropeTheta: 10000,
+    tieWordEmbeddings: true,
+    attentionBias: false,
+    activation: 'gelu_tanh',
+    embeddingScale: Math.fround(Math.sqrt(3584)),
+    sandwichNorms: true,
+    attentionScale: 1 / 16,
+    attnLogitSoftcap: 50,
+    finalLogitSoftcap: 30,
+    slidingWindow: 4096,
+    layerTypes: Array.from({ length: 42 }, (_, i) => (i % 2 === 0 ? 'sliding_attention' : 'full_attention')),
   },
 };
 
@@ -77,32 +154,11 @@ interface Shaped {
 }
 
 function tensorShapes(c: EngineConfig): Shaped[] {
-  const d = c.hiddenSize;
-  const qDim = c.numHeads * c.headDim;
-  const kvDim = c.numKvHeads * c.headDim;
-  const out: Shaped[] = [
-    { name: 'model.embed_tokens.weight', shape: [c.vocabSize, d], kind: 'normal' },
-    { name: 'model.norm.weight', shape: [d], kind: 'ones' },
-  ];
-  if (!c.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [c.vocabSize, d], kind: 'normal' });
-  const linear: [string, number, number][] = [
-    ['self_attn.q_proj', qDim, d],
-    ['self_attn.k_proj', kvDim, d],
-    ['self_attn.v_proj', kvDim, d],
-    ['self_attn.o_proj', d, qDim],
-    ['mlp.gate_proj', c.intermediateSize, d],
-    ['mlp.up_proj', c.intermediateSize, d],
-    ['mlp.down_proj', d, c.intermediateSize],
-  ];
-  for (let l = 0; l < c.numLayers; l++) {
-    const p = `model.layers.${l}.`;
-    out.push({ name: `${p}input_layernorm.weight`, shape: [d], kind: 'ones' });
-    out.push({ name: `${p}post_attention_layernorm.weight`, shape: [d], kind: 'ones' });
-    for (const [module, rows, cols] of linear) out.push({ name: `${p}${module}.weight`, shape: [rows, cols], kind: 'normal' });
-    if (c.attentionBias)
-      for (const [module, rows] of linear.slice(0, 3)) out.push({ name: `${p}${module}.bias`, shape: [rows], kind: 'zeros' });
-  }
-  return out;
+  return expectedTensors(c).map(({ name, shape }) => ({
+    name,
+    shape,
+    kind: name.endsWith('norm.weight') ? 'ones' : name.endsWith('.bias') ? 'zeros' : 'normal',
+  }));
 }
 
 /**
@@ -110,6 +166,7 @@ function tensorShapes(c: EngineConfig): Shaped[] {
  * with `std`, norms ones, biases zeros, each tensor from its own seed.
  */
 export function initTensorSources(config: EngineConfig, options: InitOptions = {}): TensorSource[] {
+  if (config.normWeightOffset) throw new InvalidArgumentError('random-init norms are the effective weights (ones); give a config without normWeightOffset');
   const seed = options.seed ?? 0;
   const std = options.std ?? 0.02;
   const dtype = initDtype(options.dtype ?? 'F32');

@@ -25,7 +25,7 @@ export interface TargetRequest {
 /** What a target set needs from a tokenizer. */
 export interface ChatTokenizer {
   encode(text: string, options?: { addSpecialTokens?: boolean }): number[];
-  encodeChat(messages: ChatMessage[], options?: { addGenerationPrompt?: boolean }): number[];
+  encodeChat(messages: ChatMessage[], options?: { addGenerationPrompt?: boolean; variables?: Record<string, unknown> }): number[];
   decode(ids: number[]): string;
 }
 
@@ -59,6 +59,8 @@ export interface PreparedPrompt {
 export interface PrepareOptions {
   /** Called with a message for each fixable oddity (duplicate targets merged). */
   warn?: (message: string) => void;
+  /** Extra chat-template variables (transformers' chat_template_kwargs), e.g. { enable_thinking: false } for Qwen3. */
+  chatTemplateKwargs?: Record<string, unknown>;
 }
 
 function normaliseWeights(request: TargetRequest, index: number): number[] {
@@ -117,13 +119,14 @@ export function preparePrompt(tokenizer: ChatTokenizer, request: TargetRequest, 
   });
 
   const user: ChatMessage[] = [{ role: 'user', content: request.request }];
-  const promptTokens = tokenizer.encodeChat(user, { addGenerationPrompt: true });
+  const variables = options.chatTemplateKwargs;
+  const promptTokens = tokenizer.encodeChat(user, { addGenerationPrompt: true, variables });
   const sequences: TargetSequence[] = [];
   targets.forEach((target, t) => {
     responses.forEach((response, r) => {
       let tokens: number[];
       if (eos) {
-        const full = tokenizer.encodeChat([...user, { role: 'assistant', content: response + target }]);
+        const full = tokenizer.encodeChat([...user, { role: 'assistant', content: response + target }], { variables });
         if (!isPrefix(promptTokens, full))
           throw new TargetSetError(
             `prompt ${index}: the chat template does not extend the generation prompt when the assistant answers ${JSON.stringify(response + target)}, so target tokens cannot be taken as a suffix`,

@@ -16,6 +16,11 @@ export interface ChatMessage {
 export interface ChatTemplateOptions {
   /** End with the header of an assistant turn, ready for the model's reply (transformers' add_generation_prompt). */
   addGenerationPrompt?: boolean;
+  /**
+   * More template variables, as transformers passes apply_chat_template's extra keyword
+   * arguments (chat_template_kwargs): e.g. { enable_thinking: false } for Qwen3's template.
+   */
+  variables?: Record<string, unknown>;
 }
 
 export class ChatTemplate {
@@ -45,6 +50,7 @@ export class ChatTemplate {
     try {
       return this.template.render({
         ...this.specialTokens,
+        ...(options.variables as Record<string, never> | undefined),
         messages: messages.map((m) => ({ role: m.role, content: m.content })),
         add_generation_prompt: options.addGenerationPrompt ?? false,
       });

@@ -40,6 +40,35 @@ ModelConfig parse_config(Napi::Env env, const Napi::Value& value) {
   c.rope_theta = number_or(o, "ropeTheta", 10000);
   c.tied_embeddings = o.Get("tieWordEmbeddings").ToBoolean();
   c.attention_bias = o.Get("attentionBias").ToBoolean();
+  // Family switches (see ModelConfig); absent keys keep Llama's behaviour.
+  Napi::Value act = o.Get("activation");
+  if (!act.IsUndefined()) {
+    const std::string a = act.ToString();
+    if (a == "silu") c.activation = ModelConfig::Activation::SILU;
+    else if (a == "gelu_tanh") c.activation = ModelConfig::Activation::GELU_TANH;
+    else throw_invalid(env, "model config: 'activation' must be 'silu' or 'gelu_tanh'");
+  }
+  c.norm_offset = static_cast<float>(number_or(o, "normWeightOffset", 0));
+  c.embed_scale = number_or(o, "embeddingScale", 1);
+  c.attn_scale = number_or(o, "attentionScale", 0);
+  c.attn_softcap = number_or(o, "attnLogitSoftcap", 0);
+  c.final_softcap = number_or(o, "finalLogitSoftcap", 0);
+  c.qk_norm = o.Get("qkNorm").ToBoolean();
+  c.sandwich_norms = o.Get("sandwichNorms").ToBoolean();
+  if (!o.Get("slidingWindow").IsUndefined()) c.sliding_window = int_field(o, "slidingWindow");
+  c.local_rope_theta = number_or(o, "localRopeTheta", 0);
+  c.fused_projections = o.Get("fusedProjections").ToBoolean();
+  Napi::Value types = o.Get("layerTypes");
+  if (!types.IsUndefined()) {
+    if (!types.IsArray()) throw_invalid(env, "model config: 'layerTypes' must be an array");
+    Napi::Array arr = types.As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      const std::string t = arr.Get(i).ToString();
+      if (t != "full_attention" && t != "sliding_attention")
+        throw_invalid(env, "model config: layerTypes[" + std::to_string(i) + "] must be 'full_attention' or 'sliding_attention'");
+      c.sliding_layers.push_back(t == "sliding_attention" ? 1 : 0);
+    }
+  }
   Napi::Value rs = o.Get("ropeScaling");
   if (rs.IsObject()) {
     Napi::Object r = rs.As<Napi::Object>();
@@ -231,7 +260,7 @@ Napi::Value ModelWrap::CreateAdapter(const Napi::CallbackInfo& info) {
       for (uint32_t i = 0; i < arr.Length(); ++i) {
         const std::string name = arr.Get(i).ToString();
         const int m = module_from_name(name);
-        if (m < 0) throw_invalid(env, "unknown LoRA target module '" + name + "' (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
+        if (m < 0) throw_invalid(env, "unknown LoRA target module '" + name + "' (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; qkv_proj, gate_up_proj for Phi-3)");
         opts.modules.push_back(m);
       }
     }

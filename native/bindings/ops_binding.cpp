@@ -26,6 +26,8 @@ class OpsWrap : public Napi::ObjectWrap<OpsWrap> {
                         InstanceMethod("attentionForward", &OpsWrap::AttentionForward),
                         InstanceMethod("attentionBackward", &OpsWrap::AttentionBackward),
                         InstanceMethod("swigluForward", &OpsWrap::SwigluForward), InstanceMethod("swigluBackward", &OpsWrap::SwigluBackward),
+                        InstanceMethod("gegluForward", &OpsWrap::GegluForward), InstanceMethod("gegluBackward", &OpsWrap::GegluBackward),
+                        InstanceMethod("scaleInplace", &OpsWrap::ScaleInplace),
                         InstanceMethod("addInplace", &OpsWrap::AddInplace), InstanceMethod("logprobsForward", &OpsWrap::LogprobsForward),
                         InstanceMethod("logprobsBackward", &OpsWrap::LogprobsBackward), InstanceMethod("sample", &OpsWrap::Sample),
                         InstanceMethod("adamwUpdate", &OpsWrap::AdamwUpdate), InstanceMethod("sumSquares", &OpsWrap::SumSquares)});
@@ -89,6 +91,7 @@ class OpsWrap : public Napi::ObjectWrap<OpsWrap> {
     s.kv_heads = static_cast<int>(number_or(o, "kvHeads", 0));
     s.head_dim = static_cast<int>(number_or(o, "headDim", 0));
     s.scale = static_cast<float>(number_or(o, "scale", 1.0 / std::sqrt(static_cast<double>(s.head_dim))));
+    s.softcap = static_cast<float>(number_or(o, "softcap", 0));
     return s;
   }
   Objective objective(const Napi::Value& v) {
@@ -286,6 +289,42 @@ class OpsWrap : public Napi::ObjectWrap<OpsWrap> {
     });
   }
 
+  Napi::Value GegluForward(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      const size_t n = len(info[0]);
+      auto g = act(info[0], "gate");
+      auto u = act(info[1], "up");
+      auto h = act_zeros(n, "h");
+      be_->geglu_forward(g->data(), u->data(), h->data(), static_cast<int64_t>(n));
+      return act_out(*h, n);
+    });
+  }
+
+  Napi::Value GegluBackward(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      const size_t n = len(info[0]);
+      auto dh = act(info[0], "dh");
+      auto g = act(info[1], "gate");
+      auto u = act(info[2], "up");
+      auto dg = act_zeros(n, "dgate");
+      auto du = act_zeros(n, "dup");
+      be_->geglu_backward(dh->data(), g->data(), u->data(), dg->data(), du->data(), static_cast<int64_t>(n));
+      Napi::Object r = Napi::Object::New(info.Env());
+      r.Set("dgate", act_out(*dg, n));
+      r.Set("dup", act_out(*du, n));
+      return r;
+    });
+  }
+
+  Napi::Value ScaleInplace(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+      const size_t n = len(info[0]);
+      auto x = act(info[0], "x");
+      be_->scale_inplace(x->data(), static_cast<float>(info[1].As<Napi::Number>().DoubleValue()), static_cast<int64_t>(n));
+      return act_out(*x, n);
+    });
+  }
+
   Napi::Value AddInplace(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
       const size_t n = len(info[0]);
@@ -310,6 +349,7 @@ class OpsWrap : public Napi::ObjectWrap<OpsWrap> {
     e.set.edge_parent = e.edge_parent->as<int32_t>();
     e.set.edge_token = e.edge_token->as<int32_t>();
     e.set.n_edges = static_cast<int32_t>(len(o.Get("edgeToken")));
+    e.set.logit_softcap = static_cast<float>(number_or(o, "logitSoftcap", 0));
     if (o.Get("edgeWeight").IsTypedArray()) {
       e.edge_weight = f32(o.Get("edgeWeight"), "edgeWeight");
       e.set.edge_weight = e.edge_weight->as<float>();
@@ -374,6 +414,7 @@ class OpsWrap : public Napi::ObjectWrap<OpsWrap> {
       p.top_k = static_cast<int>(number_or(o, "topK", 0));
       p.top_p = static_cast<float>(number_or(o, "topP", 1));
       p.seed = static_cast<uint64_t>(number_or(o, "seed", 0));
+      p.logit_softcap = static_cast<float>(number_or(o, "logitSoftcap", 0));
       auto tok = be_->alloc(std::max<int64_t>(1, n) * sizeof(int32_t), "tokens");
       auto lp = f32_zeros(n, "logp");
       be_->sample(hidden->data(), LinearWeight{head->data(), nullptr, vocab, dim}, rows->as<int32_t>(), streams->as<uint64_t>(), n, p,

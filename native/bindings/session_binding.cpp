@@ -7,7 +7,8 @@ namespace diffuse {
 void SessionWrap::Init(Napi::Env env, Napi::Object exports) {
   Napi::Function ctor = DefineClass(env, "NativeSession",
                                     {InstanceMethod("append", &SessionWrap::Append), InstanceMethod("sample", &SessionWrap::Sample),
-                                     InstanceMethod("reset", &SessionWrap::Reset), InstanceMethod("rows", &SessionWrap::Rows),
+                                     InstanceMethod("reset", &SessionWrap::Reset),
+                                     InstanceMethod("truncate", &SessionWrap::Truncate), InstanceMethod("rows", &SessionWrap::Rows),
                                      InstanceMethod("dispose", &SessionWrap::Dispose)});
   env.GetInstanceData<AddonData>()->session = Napi::Persistent(ctor);
 }
@@ -87,6 +88,23 @@ Napi::Value SessionWrap::Reset(const Napi::CallbackInfo& info) {
       [=] {
         std::lock_guard<std::mutex> lock(model->mutex());
         session->reset();
+      },
+      [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+}
+
+Napi::Value SessionWrap::Truncate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!session_) throw make_error(env, "DISPOSED", "the session was disposed");
+  if (info.Length() < 1 || !info[0].IsNumber()) throw_invalid(env, "truncate(rows) needs a row count");
+  const double rows = info[0].As<Napi::Number>().DoubleValue();
+  if (!(rows >= 0) || rows != static_cast<double>(static_cast<int64_t>(rows))) throw_invalid(env, "truncate(rows) needs a whole number of rows");
+  auto model = model_;
+  auto session = session_;
+  return PromiseWorker::run(
+      env,
+      [=] {
+        std::lock_guard<std::mutex> lock(model->mutex());
+        session->truncate(static_cast<int64_t>(rows));
       },
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
 }

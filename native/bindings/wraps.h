@@ -62,6 +62,7 @@ class SessionWrap : public Napi::ObjectWrap<SessionWrap> {
   Napi::Value Append(const Napi::CallbackInfo& info);
   Napi::Value Sample(const Napi::CallbackInfo& info);
   Napi::Value Reset(const Napi::CallbackInfo& info);
+  Napi::Value Truncate(const Napi::CallbackInfo& info);
   Napi::Value Rows(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 

@@ -122,6 +122,11 @@ DIFFUSE_INLINE void block_dots(const RowSet<R>& rs, const float* const* a, const
     list_dots<W, G>(a[r], b, bt, rs.keys[r] + rs.shared, rs.n[r] - rs.shared, g, scale, dst[r] + rs.shared, rs.n[r]);
 }
 
+// s[j] <- cap tanh(s[j] / cap): Gemma 2's attention logit soft-cap.
+inline void softcap_scores(float* s, int32_t n, float cap) {
+  for (int32_t j = 0; j < n; ++j) s[j] = cap * std::tanh(s[j] / cap);
+}
+
 // s[j] <- exp(s[j] - max s) in place; returns {max, sum of the exponentials}.
 struct MaxSum {
   float max, sum;
@@ -241,6 +246,7 @@ DIFFUSE_INLINE void forward_block(const Args& a, int64_t i, int kvh, int h, int3
         inv_sum[r][t] = 0.f;
         continue;
       }
+      if (a.shape.softcap > 0) softcap_scores(rs.s[r] + t * rs.n[r], rs.n[r], a.shape.softcap);
       const MaxSum ms = exp_shifted<W>(rs.s[r] + t * rs.n[r], rs.n[r]);
       *lse = ms.max + std::log(ms.sum);
       inv_sum[r][t] = 1.f / ms.sum;
@@ -274,6 +280,15 @@ DIFFUSE_INLINE void backward_block(const Args& a, int64_t i, int kvh, int h, int
       const float lse = a.lse_in[(i + r) * a.shape.q_heads + h + t];
       float* p = rs.s[r] + t * rs.n[r];
       float* ds = rs.ds[r] + t * rs.n[r];
+      if (a.shape.softcap > 0) {  // through the cap: ds_raw = ds_capped (1 - tanh^2)
+        const float cap = a.shape.softcap;
+        for (int32_t j = 0; j < rs.n[r]; ++j) {
+          const float th = std::tanh(p[j] / cap);
+          p[j] = simd::exp(cap * th - lse);
+          ds[j] = p[j] * (ds[j] - D) * g.scale * (1.f - th * th);
+        }
+        continue;
+      }
       int32_t j = 0;
       for (; j + W <= rs.n[r]; j += W) {
         const V pj = simd::exp(simd::load<V>(p + j) - lse);

@@ -6,6 +6,8 @@
 //             lse = log sum_j exp(s_j)  (saved)
 //   backward: dp_j = dout . v_j;  D = dout . out;  ds_j = p_j (dp_j - D)
 //             dq = scale sum_j ds_j k_j;  dk_j += scale ds_j q;  dv_j += p_j dout
+//   soft-cap (shape.softcap = c > 0): s_j = c tanh(scale q . k_j / c), and ds_j gains the
+//             factor 1 - tanh^2 on its way back to q . k_j.
 #pragma once
 
 #include <cstdint>

@@ -8,6 +8,7 @@
 #include "cpu/adamw.h"
 #include "cpu/attention.h"
 #include "cpu/embedding.h"
+#include "cpu/geglu.h"
 #include "cpu/gemm.h"
 #include "cpu/logprobs.h"
 #include "cpu/lora_linear.h"
@@ -160,7 +161,15 @@ class CpuBackend final : public Backend {
                        int64_t n) override {
     diffuse::swiglu_backward(f(dh), f(gate), f(up), f(dgate), f(dup), n);
   }
+  void geglu_forward(const void* gate, const void* up, void* h, int64_t n) override {
+    diffuse::geglu_forward(f(gate), f(up), f(h), n);
+  }
+  void geglu_backward(const void* dh, const void* gate, const void* up, void* dgate, void* dup,
+                      int64_t n) override {
+    diffuse::geglu_backward(f(dh), f(gate), f(up), f(dgate), f(dup), n);
+  }
   void add_inplace(void* y, const void* x, int64_t n) override { diffuse::add_inplace(f(y), f(x), n); }
+  void scale_inplace(void* x, float s, int64_t n) override { diffuse::scale_inplace(f(x), s, n); }
   void logprobs_forward(const void* hidden, const LinearWeight& head, const EdgeSet& edges,
                         const Objective& objective, float* edge_logp, float* edge_loss,
                         float* parent_stats, float* edge_stats) override {

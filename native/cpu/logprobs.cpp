@@ -47,6 +47,16 @@ ChildLists child_lists(const EdgeSet& e) {
   return c;
 }
 
+// z <- cap tanh(z / cap) over n logits (Gemma 2's final soft-cap), keeping the tanh values in
+// `tanhs` when given (for the backward's factor 1 - tanh^2).
+void softcap_logits(float* z, int64_t n, float cap, float* tanhs) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float t = std::tanh(z[i] / cap);
+    if (tanhs) tanhs[i] = t;
+    z[i] = cap * t;
+  }
+}
+
 // ------------------------------------------------------------------ forward, one chunk
 // Per parent p of a chunk of n logits: mx = max z, se = sum e^(z - mx); for GEM, with
 // q~ = e^((z - mx) / beta): sq = sum q~, and either sqz = sum q~ z (linear) or, per child edge
@@ -202,7 +212,7 @@ void logprobs_forward(const float* hidden, int64_t dim, const LinearWeight& head
       widen_range(Wh.type, Wh.rows_from(edges.edge_token[e]).data, 0, dim, row.data());
       double zy = 0;
       for (int64_t d = 0; d < dim; ++d) zy += static_cast<double>(h[d]) * w[d];
-      edge_stats[e * kEdgeStats] = static_cast<float>(zy);
+      edge_stats[e * kEdgeStats] = edges.logit_softcap > 0 ? static_cast<float>(edges.logit_softcap * std::tanh(zy / edges.logit_softcap)) : static_cast<float>(zy);
     }
   });
 
@@ -216,6 +226,7 @@ void logprobs_forward(const float* hidden, int64_t dim, const LinearWeight& head
     const int64_t v0 = c * cols, n = std::min(cols, V - v0);
     std::vector<float> Z(static_cast<size_t>(P) * n), q(gem ? n : 0);
     sgemm_nt(P, n, dim, H.data(), dim, Wh.rows_from(v0), 0.f, Z.data(), n);
+    if (edges.logit_softcap > 0) softcap_logits(Z.data(), P * n, edges.logit_softcap, nullptr);
     ForwardChunk a{Z.data(), n, objective.kind, 1.f / objective.beta, &kids, edge_stats,
                    mx.data() + c * P, se.data() + c * P, gem ? sq.data() + c * P : nullptr,
                    gem ? sqz.data() + c * P : nullptr, per_edge ? ec.data() + c * E : nullptr,
@@ -280,14 +291,18 @@ void logprobs_backward(const float* hidden, int64_t dim, const LinearWeight& hea
   const int64_t groups = std::min<int64_t>(thread_count(), chunks);
   std::vector<float> dH(static_cast<size_t>(groups) * P * dim, 0.f);
   parallel_tasks(groups, [&](int64_t g) {
-    std::vector<float> Z(static_cast<size_t>(P) * cols);
+    const bool capped = edges.logit_softcap > 0;
+    std::vector<float> Z(static_cast<size_t>(P) * cols), tanhs(capped ? Z.size() : 0);
     float* dHg = dH.data() + g * P * dim;
     for (int64_t c = chunks * g / groups; c < chunks * (g + 1) / groups; ++c) {
       const int64_t v0 = c * cols, n = std::min(cols, V - v0);
       sgemm_nt(P, n, dim, H.data(), dim, Wh.rows_from(v0), 0.f, Z.data(), n);
+      if (capped) softcap_logits(Z.data(), P * n, edges.logit_softcap, tanhs.data());
       BackwardChunk a{Z.data(), n, v0, objective.kind, 1.f / objective.beta, &kids, &edges,
                       parent_stats, edge_stats, w_out.data()};
       backward_chunk(a, 0, P);
+      if (capped)  // dz_raw = dz_capped (1 - tanh^2)
+        for (int64_t i = 0; i < P * n; ++i) Z[i] *= 1.f - tanhs[i] * tanhs[i];
       sgemm_nn(P, dim, n, Z.data(), n, Wh.rows_from(v0), 1.f, dHg, dim);
     }
   });

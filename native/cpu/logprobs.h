@@ -2,7 +2,9 @@
 // parents' logits are formed chunk by chunk (a GEMM of the parent rows against a slice of the
 // head), reduced with an online log-sum-exp and gathered at the child tokens, so rows x vocab
 // floats are never stored. The backward recomputes each chunk and forms dz from the saved
-// statistics (formulas with Objective in engine/backend.h), accumulating dhidden only.
+// statistics (formulas with Objective in engine/backend.h), accumulating dhidden only. With a
+// logit soft-cap c (EdgeSet::logit_softcap) every logit is c tanh(z / c) before all of that,
+// and the backward multiplies dz by 1 - tanh^2 before the second GEMM.
 #pragma once
 
 #include <cstdint>

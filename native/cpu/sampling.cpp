@@ -174,6 +174,8 @@ void sample_tokens(const float* hidden, int64_t dim, const LinearWeight& head, c
     parallel_for(b, 1, [&](int64_t begin, int64_t end) {
       Scratch scratch(V);
       for (int64_t i = begin; i < end; ++i) {
+        if (params.logit_softcap > 0)  // Gemma 2's final soft-cap
+          for (float* z = Z.data() + i * V, *end_z = z + V; z < end_z; ++z) *z = params.logit_softcap * std::tanh(*z / params.logit_softcap);
         const double u = uniform_draw(params.seed, streams[i0 + i], step);
         tokens[i0 + i] = draw(Z.data() + i * V, V, params, u, scratch, &logp[i0 + i]);
       }

@@ -144,6 +144,13 @@ DIFFUSE_INLINE V sigmoid(const V& x) {
   return 1.f / (1.f + exp(-x));
 }
 
+// tanh(x) = 1 - 2 / (e^(2x) + 1): within ~1e-7 absolute of tanhf (the clamp of exp() saturates
+// it to +-1 past |x| = 44).
+template <class V>
+DIFFUSE_INLINE V tanh(const V& x) {
+  return 1.f - 2.f / (exp(x * 2.f) + 1.f);
+}
+
 // ------------------------------------------------------------------ instruction sets
 enum class Isa { generic = 0, avx2 = 1, avx512 = 2 };
 

@@ -12,15 +12,37 @@ Adapter::Adapter(Backend& backend, const ModelConfig& c, const AdapterOptions& o
   require(o.rank > 0 && o.rank <= 4096, "adapter rank must be between 1 and 4096");
   require(std::isfinite(o.alpha) && o.alpha > 0, "adapter alpha must be a positive number");
   std::vector<int> modules = o.modules;
-  if (modules.empty())
-    for (int m = 0; m < kModules; ++m) modules.push_back(m);
-  const int64_t in_of[kModules] = {c.hidden, c.hidden, c.hidden, c.q_dim(), c.hidden, c.hidden, c.intermediate};
-  const int64_t out_of[kModules] = {c.q_dim(), c.kv_dim(), c.kv_dim(), c.hidden, c.intermediate, c.intermediate, c.hidden};
+  if (modules.empty()) {
+    if (c.fused_projections) modules = {QKV_PROJ, O_PROJ, GATE_UP_PROJ, DOWN_PROJ};
+    else
+      for (int m = 0; m < kModules; ++m) modules.push_back(m);
+  }
+  const int64_t in_of[kAdapterModules] = {c.hidden, c.hidden, c.hidden, c.q_dim(), c.hidden, c.hidden, c.intermediate, c.hidden, c.hidden};
+  const int64_t out_of[kAdapterModules] = {c.q_dim(),      c.kv_dim(),       c.kv_dim(), c.hidden,
+                                           c.intermediate, c.intermediate,   c.hidden,   c.q_dim() + 2 * c.kv_dim(),
+                                           2 * c.intermediate};
+  // A fused module's LoRA serves its parts: they share A and each has its rows of B (and dB),
+  // so their three (two) linear backwards add up to the fused layer's dA.
+  struct Piece {
+    int module;
+    int64_t row;
+  };
+  auto parts = [&](int m) -> std::vector<Piece> {
+    if (m == QKV_PROJ) return {{Q_PROJ, 0}, {K_PROJ, c.q_dim()}, {V_PROJ, c.q_dim() + c.kv_dim()}};
+    if (m == GATE_UP_PROJ) return {{GATE_PROJ, 0}, {UP_PROJ, c.intermediate}};
+    return {{m, 0}};
+  };
   index_.assign(c.layers, std::vector<int>(kModules, -1));
+  row_.assign(c.layers, std::vector<int64_t>(kModules, 0));
   for (int64_t l = 0; l < c.layers; ++l) {
     for (int m : modules) {
-      require(m >= 0 && m < kModules, "adapter: unknown module index");
-      if (index_[l][m] >= 0) continue;
+      require(m >= 0 && m < kAdapterModules, "adapter: unknown module index");
+      const bool fused_part = m == Q_PROJ || m == K_PROJ || m == V_PROJ || m == GATE_PROJ || m == UP_PROJ;
+      if (c.fused_projections && fused_part)
+        throw Error(ErrorCode::INVALID_ARGUMENT, std::string("adapter: this model fuses q/k/v and gate/up (Phi-3); adapt qkv_proj or gate_up_proj instead of ") + module_name(m));
+      if (!c.fused_projections && m >= kModules)
+        throw Error(ErrorCode::INVALID_ARGUMENT, std::string("adapter: ") + module_name(m) + " exists only in checkpoints that fuse their projections (Phi-3)");
+      if (index_[l][parts(m)[0].module] >= 0) continue;
       Slot s;
       s.layer = static_cast<int>(l);
       s.module = m;
@@ -51,7 +73,10 @@ Adapter::Adapter(Backend& backend, const ModelConfig& c, const AdapterOptions& o
       grad_sizes_.push_back(s.in * rank_);
       grad_ptrs_.push_back(s.dB->as<float>());
       grad_sizes_.push_back(s.out * rank_);
-      index_[l][m] = static_cast<int>(slots_.size());
+      for (const Piece& piece : parts(m)) {
+        index_[l][piece.module] = static_cast<int>(slots_.size());
+        row_[l][piece.module] = piece.row;
+      }
       slots_.push_back(std::move(s));
     }
   }
@@ -61,13 +86,16 @@ LoraParams Adapter::params(int layer, int module) const {
   const int i = index_[layer][module];
   if (i < 0) return {};
   const Slot& s = slots_[i];
-  return {s.A->as<float>(), s.B->as<float>(), rank_, scale(), s.packed ? s.packed->data() : nullptr};
+  // A part of a fused module reads its rows of B; the packed copy covers whole modules only.
+  const bool part = s.module >= kModules;
+  return {s.A->as<float>(), s.B->as<float>() + row_[layer][module] * rank_, rank_, scale(),
+          s.packed && !part ? s.packed->data() : nullptr};
 }
 
 LoraGrads Adapter::grads(int layer, int module) const {
   const int i = index_[layer][module];
   if (i < 0) return {};
-  return {slots_[i].dA->as<float>(), slots_[i].dB->as<float>()};
+  return {slots_[i].dA->as<float>(), slots_[i].dB->as<float>() + row_[layer][module] * rank_};
 }
 
 const Adapter::Slot& Adapter::slot_for(const std::string& name, bool& is_b) const {
@@ -81,9 +109,12 @@ const Adapter::Slot& Adapter::slot_for(const std::string& name, bool& is_b) cons
     throw Error(ErrorCode::INVALID_ARGUMENT, bad);
   const long layer = std::stol(layer_text);
   const int m = module_from_name(module);
-  if (m < 0 || layer >= static_cast<long>(index_.size()) || index_[layer][m] < 0) throw Error(ErrorCode::INVALID_ARGUMENT, bad);
+  // A fused module's slot is found through its first part, and answers to its own name only.
+  const int first = m == QKV_PROJ ? Q_PROJ : m == GATE_UP_PROJ ? GATE_PROJ : m;
+  if (m < 0 || layer >= static_cast<long>(index_.size()) || index_[layer][first] < 0 || slots_[index_[layer][first]].module != m)
+    throw Error(ErrorCode::INVALID_ARGUMENT, bad);
   is_b = part == "lora_B";
-  return slots_[index_[layer][m]];
+  return slots_[index_[layer][first]];
 }
 
 float* Adapter::part_pointer(const Slot& s, bool is_b, Part part) const {

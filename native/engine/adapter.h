@@ -63,7 +63,8 @@ class Adapter {
   int rank_;
   float alpha_;
   std::vector<Slot> slots_;
-  std::vector<std::vector<int>> index_;  // [layer][module] -> slot or -1
+  std::vector<std::vector<int>> index_;      // [layer][module] -> slot or -1 (a fused slot for its parts)
+  std::vector<std::vector<int64_t>> row_;    // [layer][module] -> first row of B, within a fused slot
   // Every slot's gradients, for the one-pass norm.
   std::vector<const float*> grad_ptrs_;
   std::vector<int64_t> grad_sizes_;

@@ -95,6 +95,7 @@ struct EdgeSet {
   const int32_t* edge_token = nullptr;
   const float* edge_weight = nullptr;  // may be null for forward-only use
   int32_t n_edges = 0;
+  float logit_softcap = 0.f;  // z = cap tanh(head . h / cap) when > 0 (Gemma 2's final soft-cap)
 };
 
 // Per-parent statistics saved by logprobs_forward for logprobs_backward: kLogprobStats floats
@@ -111,6 +112,7 @@ struct AttentionShape {
   int kv_heads = 0;      // heads in k / v; q head h reads kv head h / (q_heads / kv_heads)
   int head_dim = 0;
   float scale = 0.f;     // usually 1/sqrt(head_dim)
+  float softcap = 0.f;   // > 0: scores s = cap tanh(scale q k^T / cap) (Gemma 2); 0: none
 };
 
 struct AdamWParams {
@@ -146,6 +148,7 @@ struct SampleParams {
   int top_k = 0;            // 0 means no limit
   float top_p = 1.f;        // 1 means no limit
   uint64_t seed = 0;
+  float logit_softcap = 0.f;  // set by the model: z = cap tanh(z / cap) when > 0 (Gemma 2)
 };
 
 class Backend {
@@ -240,8 +243,17 @@ class Backend {
   virtual void swiglu_backward(const void* dh, const void* gate, const void* up, void* dgate,
                                void* dup, int64_t n) = 0;
 
+  // h = gelu_tanh(gate) * up, elementwise over n (GeGLU, Gemma's MLP), with
+  // gelu_tanh(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+  virtual void geglu_forward(const void* gate, const void* up, void* h, int64_t n) = 0;
+  virtual void geglu_backward(const void* dh, const void* gate, const void* up, void* dgate,
+                              void* dup, int64_t n) = 0;
+
   // y += x, elementwise over n activations.
   virtual void add_inplace(void* y, const void* x, int64_t n) = 0;
+  // x *= s, elementwise over n activations, with s first rounded to the activation type (as
+  // transformers casts Gemma's embedding normaliser to the hidden states' dtype).
+  virtual void scale_inplace(void* x, float s, int64_t n) = 0;
 
   // Edge log-probabilities through the LM head `head` [vocab x dim] from hidden [rows x dim],
   // in vocabulary chunks, never materialising rows x vocab. Writes edge_logp[e] =

@@ -13,15 +13,26 @@ void ModelConfig::validate() const {
   require(rms_eps > 0 && rope_theta > 0, "model config: rms_eps and rope_theta must be positive");
   require(rope_scaling.type == "none" || rope_scaling.type == "linear" || rope_scaling.type == "llama3",
           "model config: unsupported rope scaling '" + rope_scaling.type + "' (none, linear and llama3 are supported)");
+  require(norm_offset == 0.f || norm_offset == 1.f, "model config: normWeightOffset must be 0 or 1");
+  require(std::isfinite(embed_scale) && embed_scale > 0, "model config: embeddingScale must be a positive number");
+  require(std::isfinite(attn_scale) && attn_scale >= 0, "model config: attentionScale must be a positive number (or 0 for 1/sqrt(head_dim))");
+  require(std::isfinite(attn_softcap) && attn_softcap >= 0 && std::isfinite(final_softcap) && final_softcap >= 0,
+          "model config: soft-caps must be positive numbers (or 0 for none)");
+  require(sliding_window >= 0, "model config: slidingWindow must be >= 0");
+  require(sliding_layers.empty() || static_cast<int64_t>(sliding_layers.size()) == layers,
+          "model config: layerTypes must name one type per layer");
+  require(std::isfinite(local_rope_theta) && local_rope_theta >= 0, "model config: localRopeTheta must be a positive number (or 0)");
 }
 
-std::vector<float> ModelConfig::rope_inv_freq() const {
+std::vector<float> ModelConfig::rope_inv_freq(bool local) const {
   const int64_t half = head_dim / 2;
   std::vector<float> inv(half);
   const double pi = 3.14159265358979323846;
+  const double theta = local && has_local_rope() ? local_rope_theta : rope_theta;
+  const RopeScaling none;
   for (int64_t i = 0; i < half; ++i) {
-    double f = 1.0 / std::pow(rope_theta, static_cast<double>(2 * i) / static_cast<double>(head_dim));
-    const RopeScaling& s = rope_scaling;
+    double f = 1.0 / std::pow(theta, static_cast<double>(2 * i) / static_cast<double>(head_dim));
+    const RopeScaling& s = local && has_local_rope() ? none : rope_scaling;
     if (s.type == "linear") {
       f /= s.factor;
     } else if (s.type == "llama3") {
@@ -43,16 +54,16 @@ std::vector<float> ModelConfig::rope_inv_freq() const {
 }
 
 const char* module_name(int module) {
-  static const char* names[kModules] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  return module >= 0 && module < kModules ? names[module] : "?";
+  static const char* names[kAdapterModules] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "qkv_proj", "gate_up_proj"};
+  return module >= 0 && module < kAdapterModules ? names[module] : "?";
 }
 
 int module_from_name(const std::string& name) {
-  for (int m = 0; m < kModules; ++m)
+  for (int m = 0; m < kAdapterModules; ++m)
     if (name == module_name(m)) return m;
   return -1;
 }
 
-bool module_is_attention(int module) { return module <= O_PROJ; }
+bool module_is_attention(int module) { return module <= O_PROJ || module == QKV_PROJ; }
 
 }  // namespace diffuse

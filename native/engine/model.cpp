@@ -15,6 +15,7 @@ namespace diffuse {
 struct Model::Plan {
   int64_t rows = 0;
   BufferPtr tokens, positions, key_offsets, key_rows;
+  BufferPtr window_offsets, window_rows;  // the key lists cut to the sliding window, when one is set
   EdgeSet edges;  // device pointers below
   BufferPtr parent_rows, edge_parent, edge_token, edge_weight;
   int64_t n_edges = 0;
@@ -39,16 +40,19 @@ std::vector<int32_t> row_depths(const Batch& b, int64_t vocab) {
   return depth;
 }
 
-// CSR key lists: row r attends to its ancestors (root first) and itself.
+// CSR key lists: row r attends to its ancestors (root first) and itself. With a window w > 0,
+// only to those at most w - 1 positions back (positions are depths): the last min(w, depth + 1)
+// of them, as transformers' sliding-window mask keeps key j for query i when i - w < j <= i.
 void key_lists(const std::vector<int32_t>& parents, const std::vector<int32_t>& depth, size_t first,
-               std::vector<int32_t>& offsets, std::vector<int32_t>& keys) {
+               int64_t window, std::vector<int32_t>& offsets, std::vector<int32_t>& keys) {
   offsets.assign(1, 0);
   keys.clear();
   for (size_t r = first; r < parents.size(); ++r) {
+    const int32_t n = window > 0 ? static_cast<int32_t>(std::min<int64_t>(window, depth[r] + 1)) : depth[r] + 1;
     const size_t start = keys.size();
-    keys.resize(start + depth[r] + 1);
+    keys.resize(start + n);
     int32_t node = static_cast<int32_t>(r);
-    for (int32_t i = depth[r]; i >= 0; --i, node = parents[node]) keys[start + i] = node;
+    for (int32_t i = n - 1; i >= 0; --i, node = parents[node]) keys[start + i] = node;
     offsets.push_back(static_cast<int32_t>(keys.size()));
   }
 }
@@ -69,8 +73,14 @@ Model::Plan Model::plan(const Batch& b, bool with_weights) const {
   require(p.rows > 0, "batch: no rows");
   const std::vector<int32_t> depth = row_depths(b, config_.vocab);
   std::vector<int32_t> offsets, keys;
-  key_lists(b.parents, depth, 0, offsets, keys);
+  key_lists(b.parents, depth, 0, 0, offsets, keys);
   require(keys.size() < (size_t{1} << 31), "batch: attention key lists exceed 2^31 entries; split the batch");
+  if (config_.sliding_window > 0) {
+    std::vector<int32_t> w_offsets, w_keys;
+    key_lists(b.parents, depth, 0, config_.sliding_window, w_offsets, w_keys);
+    p.window_offsets = upload_vector(be, w_offsets, "windowed attention key offsets");
+    p.window_rows = upload_vector(be, w_keys, "windowed attention key lists");
+  }
 
   const size_t E = b.edge_rows.size();
   require(b.edge_tokens.size() == E, "batch: edge rows and edge tokens differ in length");
@@ -105,6 +115,7 @@ Model::Plan Model::plan(const Batch& b, bool with_weights) const {
   p.edges.edge_token = p.edge_token->as<int32_t>();
   p.edges.edge_weight = with_weights ? p.edge_weight->as<float>() : nullptr;
   p.edges.n_edges = static_cast<int32_t>(E);
+  p.edges.logit_softcap = static_cast<float>(config_.final_softcap);
   return p;
 }
 
@@ -112,11 +123,15 @@ Model::Plan Model::plan(const Batch& b, bool with_weights) const {
 // What a layer's forward produces that its backward reads. u_[m] is x A^T of module m.
 struct Model::LayerActs {
   BufferPtr x_in, xn1, rstd1, q, k, v, attn, lse, x_mid, xn2, rstd2, gate, up, h;
+  BufferPtr q_in, k_in, rstd_q, rstd_k;     // q/k before their norms (qk_norm)
+  BufferPtr attn_o, rstd_ao, mlp_o, rstd_mo;  // block outputs before their norms (sandwich_norms)
   BufferPtr u[kModules];
 
   static size_t bytes_per_row(const ModelConfig& c, size_t act, int rank) {
+    const size_t qk = c.qk_norm ? act * (c.q_dim() + c.kv_dim()) + sizeof(float) * (c.heads + c.kv_heads) : 0;
+    const size_t post = c.sandwich_norms ? act * 2 * c.hidden + sizeof(float) * 2 : 0;
     return act * (4 * c.hidden + 2 * c.q_dim() + 2 * c.kv_dim() + 3 * c.intermediate) +
-           sizeof(float) * (2 + c.heads + static_cast<size_t>(kModules) * rank);
+           sizeof(float) * (2 + c.heads + static_cast<size_t>(kModules) * rank) + qk + post;
   }
 
   void allocate(Backend& be, const ModelConfig& c, int64_t T, const Adapter* adapter, bool keep_input) {
@@ -141,6 +156,18 @@ struct Model::LayerActs {
     act(gate, c.intermediate, "MLP gate");
     act(up, c.intermediate, "MLP up projection");
     act(h, c.intermediate, "MLP hidden");
+    if (c.qk_norm) {
+      act(q_in, c.q_dim(), "queries before their norm");
+      act(k_in, c.kv_dim(), "keys before their norm");
+      f32(rstd_q, c.heads, "query norm statistics");
+      f32(rstd_k, c.kv_heads, "key norm statistics");
+    }
+    if (c.sandwich_norms) {
+      act(attn_o, c.hidden, "attention output before its norm");
+      act(mlp_o, c.hidden, "MLP output before its norm");
+      f32(rstd_ao, 1, "attention output norm statistics");
+      f32(rstd_mo, 1, "MLP output norm statistics");
+    }
     if (adapter)
       for (int m = 0; m < kModules; ++m) f32(u[m], adapter->rank(), "LoRA projections");
   }
@@ -183,6 +210,27 @@ Model::Model(std::unique_ptr<Backend> backend, const ModelConfig& config,
   config_.validate();
   weights_ = load_weights(*backend_, config_, sources);
   inv_freq_ = upload_vector(*backend_, config_.rope_inv_freq(), "rope frequencies");
+  if (config_.has_local_rope()) inv_freq_local_ = upload_vector(*backend_, config_.rope_inv_freq(true), "local rope frequencies");
+}
+
+const float* Model::inv_freq(int layer) const {
+  return config_.layer_sliding(layer) && inv_freq_local_ ? inv_freq_local_->as<float>() : inv_freq_->as<float>();
+}
+
+AttentionShape Model::attention_shape(int64_t q_rows, int64_t kv_rows) const {
+  const ModelConfig& c = config_;
+  return {q_rows, kv_rows, static_cast<int>(c.heads), static_cast<int>(c.kv_heads), static_cast<int>(c.head_dim),
+          static_cast<float>(c.attention_scale()), static_cast<float>(c.attn_softcap)};
+}
+
+void Model::gate_forward(const void* gate, const void* up, void* h, int64_t n) {
+  if (config_.activation == ModelConfig::Activation::GELU_TANH) backend_->geglu_forward(gate, up, h, n);
+  else backend_->swiglu_forward(gate, up, h, n);
+}
+
+void Model::embed(const int32_t* tokens, void* x, int64_t rows) {
+  backend_->embedding_lookup(tokens, embedding(), x, rows);
+  if (config_.embed_scale != 1.0) backend_->scale_inplace(x, static_cast<float>(config_.embed_scale), rows * config_.hidden);
 }
 
 // x [T x hidden] is the layer input on entry and its output on return. When acts.x_in is
@@ -197,25 +245,31 @@ void Model::layer_forward(int l, const Plan& p, const Adapter* adapter, void* x,
   auto u = [&](int m) { return adapter && a.u[m] ? a.u[m]->as<float>() : nullptr; };
   if (a.x_in) be.copy(a.x_in->data(), x, T * c.hidden * be.act_elem_size());
 
-  be.rmsnorm_forward(x, lw.attn_norm->data(), a.xn1->data(), a.rstd1->as<float>(), T, c.hidden, static_cast<float>(c.rms_eps));
-  be.linear_forward(a.xn1->data(), linear(l, Q_PROJ), lora(Q_PROJ), a.q->data(), u(Q_PROJ), T);
-  be.linear_forward(a.xn1->data(), linear(l, K_PROJ), lora(K_PROJ), a.k->data(), u(K_PROJ), T);
+  const float eps = static_cast<float>(c.rms_eps);
+  be.rmsnorm_forward(x, lw.attn_norm->data(), a.xn1->data(), a.rstd1->as<float>(), T, c.hidden, eps);
+  be.linear_forward(a.xn1->data(), linear(l, Q_PROJ), lora(Q_PROJ), (c.qk_norm ? a.q_in : a.q)->data(), u(Q_PROJ), T);
+  be.linear_forward(a.xn1->data(), linear(l, K_PROJ), lora(K_PROJ), (c.qk_norm ? a.k_in : a.k)->data(), u(K_PROJ), T);
   be.linear_forward(a.xn1->data(), linear(l, V_PROJ), lora(V_PROJ), a.v->data(), u(V_PROJ), T);
-  be.rope_forward(a.q->data(), p.positions->as<int32_t>(), inv_freq_->as<float>(), T, static_cast<int>(c.heads), static_cast<int>(c.head_dim));
-  be.rope_forward(a.k->data(), p.positions->as<int32_t>(), inv_freq_->as<float>(), T, static_cast<int>(c.kv_heads), static_cast<int>(c.head_dim));
-  const AttentionShape shape{T, T, static_cast<int>(c.heads), static_cast<int>(c.kv_heads), static_cast<int>(c.head_dim),
-                             static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)))};
-  be.attention_forward(a.q->data(), a.k->data(), a.v->data(), p.key_offsets->as<int32_t>(), p.key_rows->as<int32_t>(), shape,
-                       a.attn->data(), a.lse->as<float>());
-  be.linear_forward(a.attn->data(), linear(l, O_PROJ), lora(O_PROJ), s.o->data(), u(O_PROJ), T);
+  if (c.qk_norm) {  // one RMSNorm per head: rows of head_dim
+    be.rmsnorm_forward(a.q_in->data(), lw.q_norm->data(), a.q->data(), a.rstd_q->as<float>(), T * c.heads, c.head_dim, eps);
+    be.rmsnorm_forward(a.k_in->data(), lw.k_norm->data(), a.k->data(), a.rstd_k->as<float>(), T * c.kv_heads, c.head_dim, eps);
+  }
+  be.rope_forward(a.q->data(), p.positions->as<int32_t>(), inv_freq(l), T, static_cast<int>(c.heads), static_cast<int>(c.head_dim));
+  be.rope_forward(a.k->data(), p.positions->as<int32_t>(), inv_freq(l), T, static_cast<int>(c.kv_heads), static_cast<int>(c.head_dim));
+  const bool windowed = c.layer_sliding(l);
+  be.attention_forward(a.q->data(), a.k->data(), a.v->data(), (windowed ? p.window_offsets : p.key_offsets)->as<int32_t>(),
+                       (windowed ? p.window_rows : p.key_rows)->as<int32_t>(), attention_shape(T, T), a.attn->data(), a.lse->as<float>());
+  be.linear_forward(a.attn->data(), linear(l, O_PROJ), lora(O_PROJ), (c.sandwich_norms ? a.attn_o : s.o)->data(), u(O_PROJ), T);
+  if (c.sandwich_norms) be.rmsnorm_forward(a.attn_o->data(), lw.attn_post_norm->data(), s.o->data(), a.rstd_ao->as<float>(), T, c.hidden, eps);
   be.add_inplace(x, s.o->data(), T * c.hidden);
   be.copy(a.x_mid->data(), x, T * c.hidden * be.act_elem_size());
 
-  be.rmsnorm_forward(x, lw.ffn_norm->data(), a.xn2->data(), a.rstd2->as<float>(), T, c.hidden, static_cast<float>(c.rms_eps));
+  be.rmsnorm_forward(x, lw.ffn_norm->data(), a.xn2->data(), a.rstd2->as<float>(), T, c.hidden, eps);
   be.linear_forward(a.xn2->data(), linear(l, GATE_PROJ), lora(GATE_PROJ), a.gate->data(), u(GATE_PROJ), T);
   be.linear_forward(a.xn2->data(), linear(l, UP_PROJ), lora(UP_PROJ), a.up->data(), u(UP_PROJ), T);
-  be.swiglu_forward(a.gate->data(), a.up->data(), a.h->data(), T * c.intermediate);
-  be.linear_forward(a.h->data(), linear(l, DOWN_PROJ), lora(DOWN_PROJ), s.o->data(), u(DOWN_PROJ), T);
+  gate_forward(a.gate->data(), a.up->data(), a.h->data(), T * c.intermediate);
+  be.linear_forward(a.h->data(), linear(l, DOWN_PROJ), lora(DOWN_PROJ), (c.sandwich_norms ? a.mlp_o : s.o)->data(), u(DOWN_PROJ), T);
+  if (c.sandwich_norms) be.rmsnorm_forward(a.mlp_o->data(), lw.ffn_post_norm->data(), s.o->data(), a.rstd_mo->as<float>(), T, c.hidden, eps);
   be.add_inplace(x, s.o->data(), T * c.hidden);
 }
 
@@ -227,7 +281,7 @@ ForwardResult Model::forward(const Batch& batch, const Adapter* adapter) {
   const int64_t T = p.rows;
   const size_t a = be.act_elem_size();
   BufferPtr x = be.alloc(T * c.hidden * a, "residual stream");
-  be.embedding_lookup(p.tokens->as<int32_t>(), embedding(), x->data(), T);
+  embed(p.tokens->as<int32_t>(), x->data(), T);
   LayerActs acts;
   acts.allocate(be, c, T, adapter, false);
   Scratch s{be.alloc(T * c.hidden * a, "projection output")};
@@ -294,7 +348,7 @@ StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& ob
   r.recomputed_layers = first_kept;
 
   BufferPtr x = be.alloc(T * d * a, "residual stream");
-  be.embedding_lookup(p.tokens->as<int32_t>(), embedding(), x->data(), T);
+  embed(p.tokens->as<int32_t>(), x->data(), T);
   std::vector<LayerActs> acts(c.layers);
   LayerActs recompute;  // shared by recomputed layers
   if (first_kept > 0) recompute.allocate(be, c, T, &adapter, false);
@@ -338,8 +392,17 @@ StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& ob
   BufferPtr dattn = be.alloc(T * c.q_dim() * a, "attention gradient");
   BufferPtr dk = be.alloc(T * c.kv_dim() * a, "key gradient");
   BufferPtr dv = be.alloc(T * c.kv_dim() * a, "value gradient");
-  const AttentionShape shape{T, T, static_cast<int>(c.heads), static_cast<int>(c.kv_heads), static_cast<int>(c.head_dim),
-                             static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)))};
+  BufferPtr dq_in = c.qk_norm ? be.alloc(T * c.q_dim() * a, "query gradient before its norm") : nullptr;
+  BufferPtr dk_in = c.qk_norm ? be.alloc(T * c.kv_dim() * a, "key gradient before its norm") : nullptr;
+  BufferPtr d_out = c.sandwich_norms ? be.alloc(T * d * a, "block output gradient") : nullptr;
+  const AttentionShape shape = attention_shape(T, T);
+  // The gradient of a block's output before its post-norm (sandwich_norms), from dx.
+  auto through_post_norm = [&](const BufferPtr& o, const BufferPtr& w, const BufferPtr& rstd) -> void* {
+    if (!c.sandwich_norms) return dx->data();
+    be.zero(d_out->data(), T * d * a);
+    be.rmsnorm_backward(dx->data(), o->data(), w->data(), rstd->as<float>(), d_out->data(), T, d);
+    return d_out->data();
+  };
   for (int l = static_cast<int>(c.layers) - 1; l >= 0; --l) {
     LayerActs* A = &acts[l];
     if (l < first_kept) {
@@ -354,21 +417,35 @@ StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& ob
     auto grads = [&](int m) { return adapter.grads(l, m); };
     auto u = [&](int m) { return A->u[m] ? A->u[m]->as<float>() : nullptr; };
 
-    // MLP: out = x_mid + down(silu(gate(xn2)) * up(xn2)), xn2 = norm(x_mid)
-    be.linear_backward(dx->data(), A->h->data(), linear(l, DOWN_PROJ), lora(DOWN_PROJ), u(DOWN_PROJ), d_inter1->data(), false, grads(DOWN_PROJ), T);
-    be.swiglu_backward(d_inter1->data(), A->gate->data(), A->up->data(), d_inter2->data(), d_inter3->data(), T * c.intermediate);
+    // MLP: out = x_mid + [post-norm] down(act(gate(xn2)) * up(xn2)), xn2 = norm(x_mid)
+    void* d_mlp = through_post_norm(A->mlp_o, lw.ffn_post_norm, A->rstd_mo);
+    be.linear_backward(d_mlp, A->h->data(), linear(l, DOWN_PROJ), lora(DOWN_PROJ), u(DOWN_PROJ), d_inter1->data(), false, grads(DOWN_PROJ), T);
+    if (c.activation == ModelConfig::Activation::GELU_TANH)
+      be.geglu_backward(d_inter1->data(), A->gate->data(), A->up->data(), d_inter2->data(), d_inter3->data(), T * c.intermediate);
+    else
+      be.swiglu_backward(d_inter1->data(), A->gate->data(), A->up->data(), d_inter2->data(), d_inter3->data(), T * c.intermediate);
     be.linear_backward(d_inter2->data(), A->xn2->data(), linear(l, GATE_PROJ), lora(GATE_PROJ), u(GATE_PROJ), d_norm->data(), false, grads(GATE_PROJ), T);
     be.linear_backward(d_inter3->data(), A->xn2->data(), linear(l, UP_PROJ), lora(UP_PROJ), u(UP_PROJ), d_norm->data(), true, grads(UP_PROJ), T);
     be.rmsnorm_backward(d_norm->data(), A->x_mid->data(), lw.ffn_norm->data(), A->rstd2->as<float>(), dx->data(), T, d);
 
-    // Attention: x_mid = x_in + o(attention(rope(q(xn1)), rope(k(xn1)), v(xn1))), xn1 = norm(x_in)
-    be.linear_backward(dx->data(), A->attn->data(), linear(l, O_PROJ), lora(O_PROJ), u(O_PROJ), dattn->data(), false, grads(O_PROJ), T);
+    // Attention: x_mid = x_in + [post-norm] o(attention(rope([norm] q(xn1)), rope([norm] k(xn1)), v(xn1))),
+    // xn1 = norm(x_in)
+    void* d_attn = through_post_norm(A->attn_o, lw.attn_post_norm, A->rstd_ao);
+    be.linear_backward(d_attn, A->attn->data(), linear(l, O_PROJ), lora(O_PROJ), u(O_PROJ), dattn->data(), false, grads(O_PROJ), T);
+    const bool windowed = c.layer_sliding(l);
     be.attention_backward(dattn->data(), A->q->data(), A->k->data(), A->v->data(), A->attn->data(), A->lse->as<float>(),
-                          p.key_offsets->as<int32_t>(), p.key_rows->as<int32_t>(), shape, dq->data(), dk->data(), dv->data());
-    be.rope_backward(dq->data(), p.positions->as<int32_t>(), inv_freq_->as<float>(), T, static_cast<int>(c.heads), static_cast<int>(c.head_dim));
-    be.rope_backward(dk->data(), p.positions->as<int32_t>(), inv_freq_->as<float>(), T, static_cast<int>(c.kv_heads), static_cast<int>(c.head_dim));
-    be.linear_backward(dq->data(), A->xn1->data(), linear(l, Q_PROJ), lora(Q_PROJ), u(Q_PROJ), d_norm->data(), false, grads(Q_PROJ), T);
-    be.linear_backward(dk->data(), A->xn1->data(), linear(l, K_PROJ), lora(K_PROJ), u(K_PROJ), d_norm->data(), true, grads(K_PROJ), T);
+                          (windowed ? p.window_offsets : p.key_offsets)->as<int32_t>(), (windowed ? p.window_rows : p.key_rows)->as<int32_t>(),
+                          shape, dq->data(), dk->data(), dv->data());
+    be.rope_backward(dq->data(), p.positions->as<int32_t>(), inv_freq(l), T, static_cast<int>(c.heads), static_cast<int>(c.head_dim));
+    be.rope_backward(dk->data(), p.positions->as<int32_t>(), inv_freq(l), T, static_cast<int>(c.kv_heads), static_cast<int>(c.head_dim));
+    if (c.qk_norm) {
+      be.zero(dq_in->data(), T * c.q_dim() * a);
+      be.zero(dk_in->data(), T * c.kv_dim() * a);
+      be.rmsnorm_backward(dq->data(), A->q_in->data(), lw.q_norm->data(), A->rstd_q->as<float>(), dq_in->data(), T * c.heads, c.head_dim);
+      be.rmsnorm_backward(dk->data(), A->k_in->data(), lw.k_norm->data(), A->rstd_k->as<float>(), dk_in->data(), T * c.kv_heads, c.head_dim);
+    }
+    be.linear_backward((c.qk_norm ? dq_in : dq)->data(), A->xn1->data(), linear(l, Q_PROJ), lora(Q_PROJ), u(Q_PROJ), d_norm->data(), false, grads(Q_PROJ), T);
+    be.linear_backward((c.qk_norm ? dk_in : dk)->data(), A->xn1->data(), linear(l, K_PROJ), lora(K_PROJ), u(K_PROJ), d_norm->data(), true, grads(K_PROJ), T);
     be.linear_backward(dv->data(), A->xn1->data(), linear(l, V_PROJ), lora(V_PROJ), u(V_PROJ), d_norm->data(), true, grads(V_PROJ), T);
     be.rmsnorm_backward(d_norm->data(), A->x_in->data(), lw.attn_norm->data(), A->rstd1->as<float>(), dx->data(), T, d);
     if (l >= first_kept) acts[l] = LayerActs{};  // free as we go
@@ -407,10 +484,13 @@ void Session::reserve(int64_t rows) {
   capacity_ = cap;
 }
 
-void Session::reset() {
-  rows_ = 0;
-  parents_.clear();
-  depth_.clear();
+void Session::reset() { truncate(0); }
+
+void Session::truncate(int64_t rows) {
+  require(rows >= 0 && rows <= rows_, "session: cannot truncate to " + std::to_string(rows) + " rows; it has " + std::to_string(rows_));
+  rows_ = rows;
+  parents_.resize(static_cast<size_t>(rows));
+  depth_.resize(static_cast<size_t>(rows));
 }
 
 int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<int32_t>& parents) {
@@ -429,8 +509,9 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
   std::vector<int32_t> depth = depth_;
   all_parents.insert(all_parents.end(), parents.begin(), parents.end());
   for (int64_t i = 0; i < n; ++i) depth.push_back(parents[i] < 0 ? 0 : depth[parents[i]] + 1);
-  std::vector<int32_t> offsets, keys;
-  key_lists(all_parents, depth, static_cast<size_t>(base), offsets, keys);
+  std::vector<int32_t> offsets, keys, w_offsets, w_keys;
+  key_lists(all_parents, depth, static_cast<size_t>(base), 0, offsets, keys);
+  if (c.sliding_window > 0) key_lists(all_parents, depth, static_cast<size_t>(base), c.sliding_window, w_offsets, w_keys);
   std::vector<int32_t> positions(depth.begin() + base, depth.end());
 
   const size_t a = be.act_elem_size();
@@ -438,6 +519,8 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
   BufferPtr pos = upload_vector(be, positions, "session positions");
   BufferPtr koff = upload_vector(be, offsets, "attention key offsets");
   BufferPtr krows = upload_vector(be, keys, "attention key lists");
+  BufferPtr wkoff = c.sliding_window > 0 ? upload_vector(be, w_offsets, "windowed attention key offsets") : nullptr;
+  BufferPtr wkrows = c.sliding_window > 0 ? upload_vector(be, w_keys, "windowed attention key lists") : nullptr;
   BufferPtr x = be.alloc(n * c.hidden * a, "residual stream");
   BufferPtr xn = be.alloc(n * c.hidden * a, "norm output");
   BufferPtr rstd = be.alloc(n * sizeof(float), "norm statistics");
@@ -448,30 +531,47 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
   BufferPtr gate = be.alloc(n * c.intermediate * a, "MLP gate");
   BufferPtr up = be.alloc(n * c.intermediate * a, "MLP up projection");
   BufferPtr u = adapter_ ? be.alloc(n * adapter_->rank() * sizeof(float), "LoRA projections") : nullptr;
+  BufferPtr q_in = c.qk_norm ? be.alloc(n * c.q_dim() * a, "queries before their norm") : nullptr;
+  BufferPtr k_in = c.qk_norm ? be.alloc(n * c.kv_dim() * a, "keys before their norm") : nullptr;
+  BufferPtr qk_rstd = c.qk_norm ? be.alloc(n * c.heads * sizeof(float), "query/key norm statistics") : nullptr;
+  BufferPtr block_o = c.sandwich_norms ? be.alloc(n * c.hidden * a, "block output before its norm") : nullptr;
   float* uptr = u ? u->as<float>() : nullptr;
-  const AttentionShape shape{n, base + n, static_cast<int>(c.heads), static_cast<int>(c.kv_heads), static_cast<int>(c.head_dim),
-                             static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)))};
-  be.embedding_lookup(tok->as<int32_t>(), model_.embedding(), x->data(), n);
+  const AttentionShape shape = model_.attention_shape(n, base + n);
+  const float eps = static_cast<float>(c.rms_eps);
+  model_.embed(tok->as<int32_t>(), x->data(), n);
+  // A block's output o: normed into `o` itself through block_o under sandwich_norms.
+  auto post_norm = [&](const BufferPtr& w) {
+    if (!c.sandwich_norms) return;
+    be.copy(block_o->data(), o->data(), n * c.hidden * a);
+    be.rmsnorm_forward(block_o->data(), w->data(), o->data(), rstd->as<float>(), n, c.hidden, eps);
+  };
   for (int l = 0; l < c.layers; ++l) {
     const LayerWeights& lw = model_.weights_.layers[l];
     auto lora = [&](int m) { return adapter_ ? adapter_->params(l, m) : LoraParams{}; };
     void* k_new = be.act_offset(k_cache_[l]->data(), base * c.kv_dim());
     void* v_new = be.act_offset(v_cache_[l]->data(), base * c.kv_dim());
-    be.rmsnorm_forward(x->data(), lw.attn_norm->data(), xn->data(), rstd->as<float>(), n, c.hidden, static_cast<float>(c.rms_eps));
-    be.linear_forward(xn->data(), model_.linear(l, Q_PROJ), lora(Q_PROJ), q->data(), uptr, n);
-    be.linear_forward(xn->data(), model_.linear(l, K_PROJ), lora(K_PROJ), k_new, uptr, n);
+    be.rmsnorm_forward(x->data(), lw.attn_norm->data(), xn->data(), rstd->as<float>(), n, c.hidden, eps);
+    be.linear_forward(xn->data(), model_.linear(l, Q_PROJ), lora(Q_PROJ), c.qk_norm ? q_in->data() : q->data(), uptr, n);
+    be.linear_forward(xn->data(), model_.linear(l, K_PROJ), lora(K_PROJ), c.qk_norm ? k_in->data() : k_new, uptr, n);
     be.linear_forward(xn->data(), model_.linear(l, V_PROJ), lora(V_PROJ), v_new, uptr, n);
-    be.rope_forward(q->data(), pos->as<int32_t>(), model_.inv_freq_->as<float>(), n, static_cast<int>(c.heads), static_cast<int>(c.head_dim));
-    be.rope_forward(k_new, pos->as<int32_t>(), model_.inv_freq_->as<float>(), n, static_cast<int>(c.kv_heads), static_cast<int>(c.head_dim));
-    be.attention_forward(q->data(), k_cache_[l]->data(), v_cache_[l]->data(), koff->as<int32_t>(), krows->as<int32_t>(), shape,
-                         attn->data(), lse->as<float>());
+    if (c.qk_norm) {
+      be.rmsnorm_forward(q_in->data(), lw.q_norm->data(), q->data(), qk_rstd->as<float>(), n * c.heads, c.head_dim, eps);
+      be.rmsnorm_forward(k_in->data(), lw.k_norm->data(), k_new, qk_rstd->as<float>(), n * c.kv_heads, c.head_dim, eps);
+    }
+    be.rope_forward(q->data(), pos->as<int32_t>(), model_.inv_freq(l), n, static_cast<int>(c.heads), static_cast<int>(c.head_dim));
+    be.rope_forward(k_new, pos->as<int32_t>(), model_.inv_freq(l), n, static_cast<int>(c.kv_heads), static_cast<int>(c.head_dim));
+    const bool windowed = c.layer_sliding(l);
+    be.attention_forward(q->data(), k_cache_[l]->data(), v_cache_[l]->data(), (windowed ? wkoff : koff)->as<int32_t>(),
+                         (windowed ? wkrows : krows)->as<int32_t>(), shape, attn->data(), lse->as<float>());
     be.linear_forward(attn->data(), model_.linear(l, O_PROJ), lora(O_PROJ), o->data(), uptr, n);
+    post_norm(lw.attn_post_norm);
     be.add_inplace(x->data(), o->data(), n * c.hidden);
-    be.rmsnorm_forward(x->data(), lw.ffn_norm->data(), xn->data(), rstd->as<float>(), n, c.hidden, static_cast<float>(c.rms_eps));
+    be.rmsnorm_forward(x->data(), lw.ffn_norm->data(), xn->data(), rstd->as<float>(), n, c.hidden, eps);
     be.linear_forward(xn->data(), model_.linear(l, GATE_PROJ), lora(GATE_PROJ), gate->data(), uptr, n);
     be.linear_forward(xn->data(), model_.linear(l, UP_PROJ), lora(UP_PROJ), up->data(), uptr, n);
-    be.swiglu_forward(gate->data(), up->data(), gate->data(), n * c.intermediate);
+    model_.gate_forward(gate->data(), up->data(), gate->data(), n * c.intermediate);
     be.linear_forward(gate->data(), model_.linear(l, DOWN_PROJ), lora(DOWN_PROJ), o->data(), uptr, n);
+    post_norm(lw.ffn_post_norm);
     be.add_inplace(x->data(), o->data(), n * c.hidden);
   }
   be.rmsnorm_forward(x->data(), model_.weights_.final_norm->data(), be.act_offset(hidden_->data(), base * c.hidden), rstd->as<float>(), n,
@@ -499,7 +599,9 @@ void Session::sample(const std::vector<int32_t>& rows, const std::vector<uint64_
   BufferPtr st = upload_vector(be, streams, "sample streams");
   BufferPtr tok = be.alloc(n * sizeof(int32_t), "sampled tokens");
   BufferPtr lp = be.alloc(n * sizeof(float), "sampled log-probabilities");
-  be.sample(hidden_->data(), model_.head(), r->as<int32_t>(), st->as<uint64_t>(), n, params, step, tok->as<int32_t>(), lp->as<float>());
+  SampleParams capped = params;
+  capped.logit_softcap = static_cast<float>(model_.config().final_softcap);
+  be.sample(hidden_->data(), model_.head(), r->as<int32_t>(), st->as<uint64_t>(), n, capped, step, tok->as<int32_t>(), lp->as<float>());
   be.download(tokens.data(), tok->data(), n * sizeof(int32_t));
   be.download(logp.data(), lp->data(), n * sizeof(float));
 }

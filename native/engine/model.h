@@ -86,11 +86,17 @@ class Model {
   Plan plan(const Batch& batch, bool with_weights) const;
   void layer_forward(int layer, const Plan& plan, const Adapter* adapter, void* x,
                      LayerActs& acts, Scratch& scratch);
+  // The family switches, in one place each.
+  const float* inv_freq(int layer) const;  // the layer's RoPE frequencies (local or global)
+  AttentionShape attention_shape(int64_t q_rows, int64_t kv_rows) const;
+  void gate_forward(const void* gate, const void* up, void* h, int64_t n);  // SwiGLU or GeGLU
+  void embed(const int32_t* tokens, void* x, int64_t rows);                 // lookup, then scale
 
   std::unique_ptr<Backend> backend_;
   ModelConfig config_;
   Weights weights_;
   BufferPtr inv_freq_;
+  BufferPtr inv_freq_local_;  // windowed layers' RoPE frequencies, when they have their own base
   size_t activation_budget_ = 0;
   bool budget_set_ = false;
   std::mutex mutex_;
@@ -110,6 +116,8 @@ class Session {
               const SampleParams& params, uint64_t step, std::vector<int32_t>& tokens,
               std::vector<float>& logp);
   void reset();
+  // Drops every row from `rows` on, keeping the cached rows before it (a shared prompt, say).
+  void truncate(int64_t rows);
 
  private:
   void reserve(int64_t rows);

@@ -73,7 +73,8 @@ class Loader {
 
   bool has(const std::string& name) const { return by_name_.count(name) != 0; }
 
-  BufferPtr load(const std::string& name, const std::vector<int64_t>& shape) {
+  // `offset` is added to every value (Gemma's RMSNorm weights, stored as w - 1 in HF files).
+  BufferPtr load(const std::string& name, const std::vector<int64_t>& shape, float offset = 0.f) {
     auto it = by_name_.find(name);
     if (it == by_name_.end()) throw Error(ErrorCode::FORMAT, "weights: tensor '" + name + "' is missing");
     const TensorSource& s = *it->second;
@@ -83,8 +84,10 @@ class Loader {
     const int64_t n = element_count(shape);
     const StorageType type = storage_type_from_name(s.storage);
     const bool whole_rows = shape.size() == 2 && shape[1] % storage_block_values(type) == 0;
-    const bool keep = keeps(s);
+    const bool keep = keeps(s) && offset == 0.f;
     BufferPtr buf;
+    if (s.kind == TensorSource::Kind::Init)
+      require(offset == 0.f, where + ": a norm weight offset cannot apply to an initialiser; give the norm's own values");
     if (s.kind == TensorSource::Kind::Init && type == StorageType::F32) {
       buf = backend_.make_weight_init(s.init, n, static_cast<float>(s.std), s.seed, name.c_str());
     } else if (s.kind == TensorSource::Kind::Init) {
@@ -112,6 +115,8 @@ class Loader {
       require(shape.size() == 2 && shape[0] % (2 * s.unpermute_heads) == 0, where + ": cannot undo the Q/K permutation for this shape");
       values = unpermute_rows(values, shape[0], shape[1], s.unpermute_heads);
     }
+    if (offset != 0.f)
+      for (float& v : values) v += offset;
     buf = backend_.make_weight(values.data(), n, name.c_str());
     bytes_ += buf->bytes();
     return buf;
@@ -233,15 +238,26 @@ Weights load_weights(Backend& backend, const ModelConfig& c, const std::vector<T
   Weights w;
   const int64_t d = c.hidden, I = c.intermediate;
   w.embed = loader.load("model.embed_tokens.weight", {c.vocab, d});
-  w.final_norm = loader.load("model.norm.weight", {d});
+  const float off = c.norm_offset;
+  w.final_norm = loader.load("model.norm.weight", {d}, off);
   if (!c.tied_embeddings) w.lm_head = loader.load("lm_head.weight", {c.vocab, d});
   const std::vector<int64_t> linear_shapes[kModules] = {
       {c.q_dim(), d}, {c.kv_dim(), d}, {c.kv_dim(), d}, {d, c.q_dim()}, {I, d}, {I, d}, {d, I}};
   for (int64_t l = 0; l < c.layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     LayerWeights lw;
-    lw.attn_norm = loader.load(p + "input_layernorm.weight", {d});
-    lw.ffn_norm = loader.load(p + "post_attention_layernorm.weight", {d});
+    lw.attn_norm = loader.load(p + "input_layernorm.weight", {d}, off);
+    if (c.sandwich_norms) {  // Gemma 2/3: post_attention_layernorm normalises the attention output
+      lw.attn_post_norm = loader.load(p + "post_attention_layernorm.weight", {d}, off);
+      lw.ffn_norm = loader.load(p + "pre_feedforward_layernorm.weight", {d}, off);
+      lw.ffn_post_norm = loader.load(p + "post_feedforward_layernorm.weight", {d}, off);
+    } else {
+      lw.ffn_norm = loader.load(p + "post_attention_layernorm.weight", {d}, off);
+    }
+    if (c.qk_norm) {
+      lw.q_norm = loader.load(p + "self_attn.q_norm.weight", {c.head_dim}, off);
+      lw.k_norm = loader.load(p + "self_attn.k_norm.weight", {c.head_dim}, off);
+    }
     for (int m = 0; m < kModules; ++m) {
       const std::string name = p + (module_is_attention(m) ? "self_attn." : "mlp.") + module_name(m) + ".weight";
       lw.linear[m] = loader.load(name, linear_shapes[m]);

@@ -38,6 +38,8 @@ struct TensorSource {
 
 struct LayerWeights {
   BufferPtr attn_norm, ffn_norm;
+  BufferPtr q_norm, k_norm;                // [head_dim], with qk_norm
+  BufferPtr attn_post_norm, ffn_post_norm;  // [hidden], with sandwich_norms
   BufferPtr linear[kModules];
   BufferPtr qkv_bias[3];
 };

@@ -105,4 +105,31 @@ describeLive(`PEFT and transformers on our adapters, live in ${python}${live ? '
     merged.dispose();
     adapter.dispose();
   }, 600_000);
+
+  // Every family's tiny transformers-made model (test/fixtures/families): PEFT loads the adapter
+  // we save onto transformers' model of that family and gives our target log-probabilities.
+  it('PEFT reproduces our adapters on every model family', async () => {
+    const families = ['qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3']; // llama and mistral: the SmolLM2 test above
+    const fixtures = join(packageRoot, 'test', 'fixtures', 'families');
+    const requests: object[] = [];
+    const oursAll: number[][] = [];
+    for (const family of families) {
+      const tiny = await loadModel(join(fixtures, family), { device: 'cpu', progress: new Progress({ mode: 'silent' }) });
+      const adapter = await tiny.createAdapter({ rank: 2, alpha: 4, seed: 7 });
+      await randomiseB(adapter, 8, 0.3);
+      await saveAdapter(adapter, join(dir, `${family}-adapter`), { baseModel: family });
+      const [prompt] = tiny.prepare([request]);
+      requests.push({ model: join(fixtures, family), adapter: join(dir, `${family}-adapter`), sequences: prompt.sequences.map((s) => [prompt.promptTokens, s.tokens]) });
+      oursAll.push((await tiny.targetLogProbs(request, { adapter })).targets.map((t) => t.logprob));
+      adapter.dispose();
+      tiny.dispose();
+    }
+    const results = reference(requests);
+    families.forEach((family, f) => {
+      const worst = Math.max(...oursAll[f].map((x, i) => Math.abs(x - results[f].logprobs![i])));
+      expect({ family, worst }).toEqual({ family, worst: expect.any(Number) });
+      expect(worst).toBeLessThan(1e-4);
+      expect(Math.max(...oursAll[f].map((x, i) => Math.abs(x - results[f].base_logprobs[i])))).toBeGreaterThan(1e-2);
+    });
+  }, 600_000);
 });

@@ -40,7 +40,25 @@ async function grads(adapter: NativeAdapter): Promise<number[]> {
   return out;
 }
 
-describeCuda('a model on CUDA matches the same model on the CPU', () => {
+// The family switches at once: Gemma 2's soft-caps, sandwich norms and alternating window,
+// Gemma 3's q/k norms and local RoPE base, GeGLU and the embedding scale.
+const families: EngineConfig = {
+  ...config,
+  activation: 'gelu_tanh',
+  embeddingScale: 8,
+  sandwichNorms: true,
+  qkNorm: true,
+  attentionScale: 0.3,
+  attnLogitSoftcap: 2,
+  finalLogitSoftcap: 5,
+  slidingWindow: 4,
+  layerTypes: ['sliding_attention', 'full_attention'],
+  localRopeTheta: 100,
+};
+
+for (const [name, cfg] of [['Llama', config], ['every family switch', families]] as const)
+describeCuda(`a model on CUDA matches the same model on the CPU (${name})`, () => {
+  const config = cfg;
   const models: NativeModel[] = [];
   const adapters: NativeAdapter[] = [];
 

@@ -79,6 +79,48 @@ describeCuda('CUDA ops match the CPU backend', () => {
     expect(relError(gpu.ropeBackward(x, pos, invFreq, heads, headDim), cpu.ropeBackward(x, pos, invFreq, heads, headDim))).toBeLessThan(1e-2);
   });
 
+  it('soft-capped (Gemma 2) tree-masked attention forward and backward, windowed key lists', () => {
+    const f = forest(next, 30, 40);
+    const rows = f.parents.length;
+    // The sliding window lives in the key lists the graph builds: keep each row's last 5 keys.
+    const offsets = [0];
+    const keys: number[] = [];
+    for (let i = 0; i < rows; i++) {
+      const list = Array.from(f.keyRows.subarray(f.keyOffsets[i], f.keyOffsets[i + 1]));
+      keys.push(...list.slice(-5));
+      offsets.push(keys.length);
+    }
+    const keyOffsets = Int32Array.from(offsets);
+    const keyRows = Int32Array.from(keys);
+    const shape = { qRows: rows, kvRows: rows, qHeads: 4, kvHeads: 2, headDim: 256, scale: 1 / 16, softcap: 1.5 };
+    const q = normals(next, rows * 4 * 256, 2);
+    const k = normals(next, rows * 2 * 256, 2);
+    const v = normals(next, rows * 2 * 256);
+    const c = cpu.attentionForward(q, k, v, keyOffsets, keyRows, shape);
+    const g = gpu.attentionForward(q, k, v, keyOffsets, keyRows, shape);
+    expect(relError(g.out, c.out)).toBeLessThan(1e-2);
+    expect(relError(g.lse, c.lse)).toBeLessThan(1e-2);
+    const dout = normals(next, rows * 4 * 256);
+    const cb = cpu.attentionBackward(dout, q, k, v, c.out, c.lse, keyOffsets, keyRows, shape);
+    const gb = gpu.attentionBackward(dout, q, k, v, c.out, c.lse, keyOffsets, keyRows, shape);
+    expect(relError(gb.dq, cb.dq)).toBeLessThan(5e-2);
+    expect(relError(gb.dk, cb.dk)).toBeLessThan(5e-2);
+    expect(relError(gb.dv, cb.dv)).toBeLessThan(1e-2);
+  });
+
+  it('geglu forward and backward, and the embedding scale', () => {
+    const n = 5003;
+    const gate = normals(next, n, 2);
+    const up = normals(next, n);
+    const dh = normals(next, n);
+    expect(relError(gpu.gegluForward(gate, up), cpu.gegluForward(gate, up))).toBeLessThan(1e-2);
+    const c = cpu.gegluBackward(dh, gate, up);
+    const g = gpu.gegluBackward(dh, gate, up);
+    expect(relError(g.dgate, c.dgate)).toBeLessThan(1e-2);
+    expect(relError(g.dup, c.dup)).toBeLessThan(1e-2);
+    expect(relError(gpu.scaleInplace(gate, Math.sqrt(3072)), cpu.scaleInplace(gate, Math.sqrt(3072)))).toBeLessThan(1e-2);
+  });
+
   it('tree-masked attention forward and backward (GQA)', () => {
     const f = forest(next, 37, 50);
     const rows = f.parents.length;
@@ -112,7 +154,13 @@ describeCuda('CUDA ops match the CPU backend', () => {
     expect(relError(gpu.addInplace(gate, up), cpu.addInplace(gate, up))).toBeLessThan(1e-2);
   });
 
-  it.each(['ce', 'gem-linear', 'gem-logsigmoid'] as const)('fused log-probs forward and backward, %s', (kind) => {
+  it.each([
+    ['ce', 0],
+    ['gem-linear', 0],
+    ['gem-logsigmoid', 0],
+    ['ce', 2],
+    ['gem-logsigmoid', 2],
+  ] as const)('fused log-probs forward and backward, %s, logit soft-cap %p', (kind, logitSoftcap) => {
     const rows = 20;
     const dim = 64;
     const vocab = 2000;
@@ -128,6 +176,7 @@ describeCuda('CUDA ops match the CPU backend', () => {
       edgeToken: ints(next, 24, 0, vocab - 1),
       edgeWeight: uniforms(next, 24, 0.1, 1),
       objective: { kind, beta: 0.7 },
+      logitSoftcap,
     };
     const c = cpu.logprobsForward(args);
     const g = gpu.logprobsForward(args);
@@ -139,11 +188,12 @@ describeCuda('CUDA ops match the CPU backend', () => {
   });
 
   it.each([
-    [0, 0, 1],
-    [1, 0, 1],
-    [0.8, 30, 1],
-    [1, 0, 0.9],
-  ])('sampling at temperature %p, top-k %p, top-p %p draws what the CPU draws', (temperature, topK, topP) => {
+    [0, 0, 1, 0],
+    [1, 0, 1, 0],
+    [0.8, 30, 1, 0],
+    [1, 0, 0.9, 0],
+    [1, 0, 1, 2],
+  ])('sampling at temperature %p, top-k %p, top-p %p, logit soft-cap %p draws what the CPU draws', (temperature, topK, topP, logitSoftcap) => {
     const args = {
       hidden: normals(next, 4 * 64),
       head: normals(next, 1500 * 64, 0.3),
@@ -156,6 +206,7 @@ describeCuda('CUDA ops match the CPU backend', () => {
       topP,
       seed: 11,
       step: 2,
+      logitSoftcap,
     };
     const c = cpu.sample(args);
     const g = gpu.sample(args);

@@ -11,6 +11,10 @@ describe('model presets', () => {
     ['llama-2-13b', 13_015_864_320],
     ['mistral-7b', 7_241_732_096],
     ['smollm2-135m', 134_515_008],
+    ['llama-3.1-8b', 8_030_261_248],
+    ['qwen2.5-7b', 7_615_616_512],
+    ['gemma-7b', 8_537_680_896],
+    ['gemma-2-9b', 9_241_705_984],
   ])('%s has the published parameter count', (name, count) => {
     expect(parameterCount(preset(name))).toBe(count);
   });

@@ -5,7 +5,7 @@
  */
 import { native, type EngineConfig, type NativeAdapter, type NativeModel } from '../../lib/native.js';
 import { buildSequenceBatch, buildTrieBatch, sequenceLogProbs, type PreparedPrompt } from '../../lib/targets/target-set.js';
-import { makeTinyModel, tinyModelSources, type TinyModel, type TinyModelOptions } from '../helpers/tiny-model.js';
+import { makeTinyModel, tinyConfig, tinyModelSources, type TinyModel, type TinyModelOptions } from '../helpers/tiny-model.js';
 import { moduleNames, referenceEdgeLogProbs, referenceLoss, type ReferenceLora, type ReferenceWeights } from '../reference/model.js';
 import { relErr } from '../train/tiny-training.js';
 
@@ -52,11 +52,26 @@ async function loraOf(adapter: NativeAdapter, config: EngineConfig): Promise<Ref
   const A = new Map<string, Float64Array>(), B = new Map<string, Float64Array>();
   for (const t of d.tensors) {
     const key = `layers.${t.layer}.${t.module}`;
-    (t.name.endsWith('lora_A') ? A : B).set(key, Float64Array.from(await adapter.getTensor(t.name)));
+    const values = Float64Array.from(await adapter.getTensor(t.name));
+    (t.name.endsWith('lora_A') ? A : B).set(key, values);
+    // A fused module (Phi-3) is one LoRA over its parts: A shared, B split by rows. The parts
+    // are views, so perturbing the fused matrices moves them all.
+    const parts = fusedParts(t.module, config);
+    for (const [part, row, rows] of parts)
+      if (t.name.endsWith('lora_A')) A.set(`layers.${t.layer}.${part}`, values);
+      else B.set(`layers.${t.layer}.${part}`, values.subarray(row * d.rank, (row + rows) * d.rank));
   }
-  void config;
   return { scale: d.alpha / d.rank, A, B };
 }
+
+/** The parts [module, first row, rows] of a fused LoRA module, or none. */
+function fusedParts(module: string, c: EngineConfig): [string, number, number][] {
+  const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim, I = c.intermediateSize;
+  if (module === 'qkv_proj') return [['q_proj', 0, q], ['k_proj', q, kv], ['v_proj', q + kv, kv]];
+  if (module === 'gate_up_proj') return [['gate_proj', 0, I], ['up_proj', I, I]];
+  return [];
+}
+const modulesPerLayer = (c: EngineConfig) => (c.fusedProjections ? 4 : 7);
 
 /** Gives every lora_B random values so gradients reach the lora_A matrices too. */
 async function randomiseB(adapter: NativeAdapter, seed: number, scale = 0.3): Promise<void> {
@@ -71,13 +86,80 @@ async function grads(adapter: NativeAdapter): Promise<Map<string, Float32Array>>
   return out;
 }
 
-const shapes: { name: string; options: TinyModelOptions }[] = [
+/**
+ * LoRA gradients of the engine's step against central finite differences of the float64
+ * reference loss, two random entries of every adapter matrix.
+ */
+async function expectFiniteDifferenceGradients(tiny: TinyModel, model: NativeModel, seed: number): Promise<void> {
+  const trie = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
+  const adapter = await model.createAdapter({ rank: 2, alpha: 4, targetModules: [], seed });
+  await randomiseB(adapter, seed + 1, 0.5);
+  await model.step(trie.batch, adapter, { kind: 'ce' });
+  const g = await grads(adapter);
+  const lora = await loraOf(adapter, tiny.config);
+  const ref = referenceOf(tiny);
+  const r = rng(99);
+  const h = 1e-5;
+  const engine: number[] = [], finite: number[] = [];
+  for (const t of adapter.describe().tensors) {
+    const key = `layers.${t.layer}.${t.module}`;
+    const values = (t.name.endsWith('lora_A') ? lora.A : lora.B).get(key)!;
+    for (let n = 0; n < 2; n++) {
+      const i = Math.floor(r() * values.length);
+      const saved = values[i];
+      values[i] = saved + h;
+      const up = referenceLoss(ref, trie.batch, lora);
+      values[i] = saved - h;
+      const down = referenceLoss(ref, trie.batch, lora);
+      values[i] = saved;
+      finite.push((up - down) / (2 * h));
+      engine.push(g.get(t.name)![i]);
+    }
+  }
+  expect(engine.length).toBe(2 * 2 * modulesPerLayer(tiny.config) * tiny.config.numLayers);
+  expect(relErr(engine, finite)).toBeLessThan(1e-3);
+  adapter.dispose();
+}
+
+const gemmaScale = Math.fround(Math.sqrt(32));
+const shapes: { name: string; options: TinyModelOptions; finiteDifferences?: boolean }[] = [
   { name: 'GQA, tied head', options: { seed: 3 } },
   { name: 'untied head, odd sizes, multi-query', options: { seed: 4, hidden: 15, heads: 3, kvHeads: 1, headDim: 6, intermediate: 19, vocab: 37, tied: false } },
   { name: 'q/k/v bias (Qwen2), llama3 rope scaling', options: { seed: 5, bias: true, ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 16 } } },
+  // Windows of 3 and 4 positions against prompts of 3–5 tokens and targets of 2–4: the window
+  // cuts into the prompt for most trie rows.
+  { name: 'sliding window 3 on every layer (Mistral)', options: { seed: 13, family: { slidingWindow: 3 } }, finiteDifferences: true },
+  {
+    name: 'Gemma: GeGLU, √d embedding scale, (1 + w) norms, head_dim apart from hidden/heads',
+    options: { seed: 14, tied: true, headDim: 12, family: { activation: 'gelu_tanh', embeddingScale: gemmaScale, normWeightOffset: 1 } },
+    finiteDifferences: true,
+  },
+  {
+    name: 'Gemma 2: attention and final soft-caps, alternating window, sandwich norms, query_pre_attn_scalar',
+    options: {
+      seed: 15,
+      tied: true,
+      family: {
+        activation: 'gelu_tanh', embeddingScale: gemmaScale, normWeightOffset: 1, sandwichNorms: true, attentionScale: 1 / Math.sqrt(5),
+        attnLogitSoftcap: 1.5, finalLogitSoftcap: 2.5, slidingWindow: 3, layerTypes: ['sliding_attention', 'full_attention'],
+      },
+    },
+    finiteDifferences: true,
+  },
+  {
+    name: 'Gemma 3 / Qwen3: q/k norms, local RoPE base on windowed layers',
+    options: {
+      seed: 16,
+      headDim: 16,
+      family: { qkNorm: true, sandwichNorms: true, activation: 'gelu_tanh', slidingWindow: 4, layerTypes: ['full_attention', 'sliding_attention'], ropeTheta: 1e6, localRopeTheta: 10 },
+    },
+    finiteDifferences: true,
+  },
+  // Phi-3: one LoRA over the fused q/k/v and one over gate/up (A shared, B split by rows).
+  { name: 'Phi-3: LoRA on fused qkv_proj and gate_up_proj, window 4', options: { seed: 17, family: { fusedProjections: true, slidingWindow: 4 } }, finiteDifferences: true },
 ];
 
-describe.each(shapes)('the engine on a tiny model ($name)', ({ options }) => {
+describe.each(shapes)('the engine on a tiny model ($name)', ({ options, finiteDifferences }) => {
   let tiny: TinyModel;
   let model: NativeModel;
   beforeAll(async () => {
@@ -120,7 +202,8 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options }) => {
 
   it('keeps the loss and gradients when every layer is recomputed in the backward', async () => {
     const trie = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
-    const adapter = await model.createAdapter({ rank: 2, alpha: 4, targetModules: ['q_proj', 'v_proj', 'down_proj'], seed: 2 });
+    const targetModules = tiny.config.fusedProjections ? ['qkv_proj' as const, 'down_proj' as const] : ['q_proj' as const, 'v_proj' as const, 'down_proj' as const];
+    const adapter = await model.createAdapter({ rank: 2, alpha: 4, targetModules, seed: 2 });
     await randomiseB(adapter, 3);
     const kept = await model.step(trie.batch, adapter, { kind: 'ce' });
     const gKept = await grads(adapter);
@@ -145,7 +228,7 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options }) => {
       tensors += 1;
       for (const x of g) ref += x * x;
     }
-    expect(tensors).toBe(2 * 7 * tiny.config.numLayers);
+    expect(tensors).toBe(2 * modulesPerLayer(tiny.config) * tiny.config.numLayers);
     expect(ref).toBeGreaterThan(0);
     expect(Math.abs((await adapter.gradSumSquares()) - ref) / ref).toBeLessThan(1e-12);
     adapter.dispose();
@@ -169,6 +252,33 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options }) => {
     expect(model.activationBudget()).toBeGreaterThanOrEqual(0.5 * GiB);
     expect(() => model.setActivationBudget(-5)).toThrow(/non-negative/);
   });
+
+  if (options.family)
+    it('is changed by its family switches (so the comparisons above test them)', async () => {
+      const trie = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
+      const { edgeLogProbs } = await model.forward(trie.batch);
+      const llama = { ...tinyConfig({ ...options, family: undefined }) };
+      expect(relErr(edgeLogProbs, referenceEdgeLogProbs({ ...referenceOf(tiny), config: llama }, trie.batch))).toBeGreaterThan(1e-3);
+    });
+
+  it('samples from a KV-cached session with the log-probabilities of the forward pass', async () => {
+    const { batch } = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
+    const session = await model.createSession({ capacity: 4 });
+    await session.append(batch.tokens.subarray(0, 5), batch.parents.subarray(0, 5));
+    await session.append(batch.tokens.subarray(5), batch.parents.subarray(5));
+    const rows = Int32Array.from(new Set(batch.edgeRows));
+    const drawn = await session.sample(rows, Uint32Array.from(rows, (_, i) => i), { temperature: 1, topK: 0, topP: 1, seed: 5, step: 0 });
+    session.dispose();
+    const { edgeLogProbs } = await model.forward({ ...batch, edgeRows: rows, edgeTokens: drawn.tokens, edgeWeights: undefined });
+    // Absolute nats: Gemma's scaled, tied embeddings make some rows near-certain (log p ~ -1e-9).
+    const worst = Math.max(...Array.from(drawn.logProbs, (lp, i) => Math.abs(lp - edgeLogProbs[i])));
+    expect(worst).toBeLessThan(1e-5);
+  });
+
+  if (finiteDifferences)
+    it('computes LoRA gradients through its family ops that match central finite differences', async () => {
+      await expectFiniteDifferenceGradients(tiny, model, 21);
+    });
 });
 
 describe('LoRA adapters in the engine', () => {
@@ -221,33 +331,7 @@ describe('LoRA adapters in the engine', () => {
   });
 
   it('computes LoRA gradients that match central finite differences of the float64 reference', async () => {
-    const trie = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
-    const adapter = await model.createAdapter({ rank: 2, alpha: 4, targetModules: [], seed: 6 });
-    await randomiseB(adapter, 7, 0.5);
-    await model.step(trie.batch, adapter, { kind: 'ce' });
-    const g = await grads(adapter);
-    const lora = await loraOf(adapter, tiny.config);
-    const ref = referenceOf(tiny);
-    const r = rng(99);
-    const h = 1e-5;
-    const engine: number[] = [], finite: number[] = [];
-    for (const t of adapter.describe().tensors) {
-      const key = `layers.${t.layer}.${t.module}`;
-      const values = (t.name.endsWith('lora_A') ? lora.A : lora.B).get(key)!;
-      for (let n = 0; n < 2; n++) {
-        const i = Math.floor(r() * values.length);
-        const saved = values[i];
-        values[i] = saved + h;
-        const up = referenceLoss(ref, trie.batch, lora);
-        values[i] = saved - h;
-        const down = referenceLoss(ref, trie.batch, lora);
-        values[i] = saved;
-        finite.push((up - down) / (2 * h));
-        engine.push(g.get(t.name)![i]);
-      }
-    }
     expect(moduleNames.length).toBe(7);
-    expect(relErr(engine, finite)).toBeLessThan(1e-3);
-    adapter.dispose();
+    await expectFiniteDifferenceGradients(tiny, model, 6);
   });
 });

@@ -37,6 +37,54 @@ const mistral = {
 };
 
 const none = { type: 'none' } as const;
+const gemma7b = {
+  architectures: ['GemmaForCausalLM'], attention_bias: false, attention_dropout: 0.0, bos_token_id: 2, eos_token_id: 1, head_dim: 256, hidden_act: 'gelu',
+  hidden_activation: null, hidden_size: 3072, initializer_range: 0.02, intermediate_size: 24576, max_position_embeddings: 8192, model_type: 'gemma',
+  num_attention_heads: 16, num_hidden_layers: 28, num_key_value_heads: 16, pad_token_id: 0, rms_norm_eps: 1e-6, rope_scaling: null, rope_theta: 10000.0,
+  torch_dtype: 'bfloat16', transformers_version: '4.38.0.dev0', use_cache: true, vocab_size: 256000,
+};
+const gemmaSwitches = { activation: 'gelu_tanh', normWeightOffset: 1 } as const;
+const gemma7bEngine: EngineConfig = {
+  hiddenSize: 3072, intermediateSize: 24576, numLayers: 28, numHeads: 16, numKvHeads: 16, headDim: 256, vocabSize: 256000, rmsNormEps: 1e-6, ropeTheta: 10000,
+  ropeScaling: none, tieWordEmbeddings: true, attentionBias: false, ...gemmaSwitches, embeddingScale: Math.fround(Math.sqrt(3072)),
+};
+const gemma2_9b = {
+  architectures: ['Gemma2ForCausalLM'], attention_bias: false, attention_dropout: 0.0, attn_logit_softcapping: 50.0, bos_token_id: 2, cache_implementation: 'hybrid',
+  eos_token_id: 1, final_logit_softcapping: 30.0, head_dim: 256, hidden_act: 'gelu_pytorch_tanh', hidden_activation: 'gelu_pytorch_tanh', hidden_size: 3584,
+  initializer_range: 0.02, intermediate_size: 14336, max_position_embeddings: 8192, model_type: 'gemma2', num_attention_heads: 16, num_hidden_layers: 42,
+  num_key_value_heads: 8, pad_token_id: 0, query_pre_attn_scalar: 256, rms_norm_eps: 1e-6, rope_theta: 10000.0, sliding_window: 4096, sliding_window_size: 4096,
+  torch_dtype: 'float32', use_cache: true, vocab_size: 256000,
+};
+const alternate = (n: number, period: number) => Array.from({ length: n }, (_, i) => ((i + 1) % period ? 'sliding_attention' : 'full_attention') as 'sliding_attention' | 'full_attention');
+const gemma2_9bEngine: EngineConfig = {
+  hiddenSize: 3584, intermediateSize: 14336, numLayers: 42, numHeads: 16, numKvHeads: 8, headDim: 256, vocabSize: 256000, rmsNormEps: 1e-6, ropeTheta: 10000,
+  ropeScaling: none, tieWordEmbeddings: true, attentionBias: false, ...gemmaSwitches, embeddingScale: Math.fround(Math.sqrt(3584)), sandwichNorms: true,
+  attentionScale: 1 / 16, attnLogitSoftcap: 50, finalLogitSoftcap: 30, slidingWindow: 4096, layerTypes: alternate(42, 2),
+};
+const gemma3_1b = {
+  architectures: ['Gemma3ForCausalLM'], attention_bias: false, attention_dropout: 0.0, attn_logit_softcapping: null, bos_token_id: 2, cache_implementation: 'hybrid',
+  eos_token_id: [1, 106], final_logit_softcapping: null, head_dim: 256, hidden_activation: 'gelu_pytorch_tanh', hidden_size: 1152, initializer_range: 0.02,
+  intermediate_size: 6912, max_position_embeddings: 32768, model_type: 'gemma3_text', num_attention_heads: 4, num_hidden_layers: 26, num_key_value_heads: 1,
+  pad_token_id: 0, query_pre_attn_scalar: 256, rms_norm_eps: 1e-6, rope_local_base_freq: 10000, rope_scaling: null, rope_theta: 1000000, sliding_window: 512,
+  sliding_window_pattern: 6, torch_dtype: 'bfloat16', use_cache: true, vocab_size: 262144,
+};
+const gemma3_1bEngine: EngineConfig = {
+  hiddenSize: 1152, intermediateSize: 6912, numLayers: 26, numHeads: 4, numKvHeads: 1, headDim: 256, vocabSize: 262144, rmsNormEps: 1e-6, ropeTheta: 1e6,
+  ropeScaling: none, tieWordEmbeddings: true, attentionBias: false, ...gemmaSwitches, embeddingScale: Math.fround(Math.sqrt(1152)), sandwichNorms: true,
+  attentionScale: 1 / 16, qkNorm: true, slidingWindow: 512, layerTypes: alternate(26, 6), localRopeTheta: 10000,
+};
+const phi3mini = {
+  architectures: ['Phi3ForCausalLM'], attention_bias: false, attention_dropout: 0.0, bos_token_id: 1, embd_pdrop: 0.0, eos_token_id: 32000, hidden_act: 'silu',
+  hidden_size: 3072, initializer_range: 0.02, intermediate_size: 8192, max_position_embeddings: 4096, model_type: 'phi3', num_attention_heads: 32,
+  num_hidden_layers: 32, num_key_value_heads: 32, original_max_position_embeddings: 4096, pad_token_id: 32000, resid_pdrop: 0.0, rms_norm_eps: 1e-5,
+  rope_scaling: null, rope_theta: 10000.0, sliding_window: 2047, tie_word_embeddings: false, torch_dtype: 'bfloat16', use_cache: true, vocab_size: 32064,
+};
+const qwen3 = {
+  architectures: ['Qwen3ForCausalLM'], attention_bias: false, attention_dropout: 0.0, bos_token_id: 151643, eos_token_id: 151645, head_dim: 128, hidden_act: 'silu',
+  hidden_size: 1024, initializer_range: 0.02, intermediate_size: 3072, max_position_embeddings: 40960, max_window_layers: 28, model_type: 'qwen3',
+  num_attention_heads: 16, num_hidden_layers: 28, num_key_value_heads: 8, rms_norm_eps: 1e-6, rope_scaling: null, rope_theta: 1000000, sliding_window: null,
+  tie_word_embeddings: true, torch_dtype: 'bfloat16', use_cache: true, use_sliding_window: false, vocab_size: 151936,
+};
 
 describe('engineConfigFromHf', () => {
   it.each<[string, object, EngineConfig]>([
@@ -44,7 +92,13 @@ describe('engineConfigFromHf', () => {
     ['Llama-3.2-1B', llama32, { hiddenSize: 2048, intermediateSize: 8192, numLayers: 16, numHeads: 32, numKvHeads: 8, headDim: 64, vocabSize: 128256, rmsNormEps: 1e-5, ropeTheta: 500000, ropeScaling: { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 }, tieWordEmbeddings: true, attentionBias: false }],
     ['Llama-2-7B (no rope_theta: 10000)', llama2, { hiddenSize: 4096, intermediateSize: 11008, numLayers: 32, numHeads: 32, numKvHeads: 32, headDim: 128, vocabSize: 32000, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: none, tieWordEmbeddings: false, attentionBias: false }],
     ['Qwen2-0.5B (q/k/v bias)', qwen2, { hiddenSize: 896, intermediateSize: 4864, numLayers: 24, numHeads: 14, numKvHeads: 2, headDim: 64, vocabSize: 151936, rmsNormEps: 1e-6, ropeTheta: 1e6, ropeScaling: none, tieWordEmbeddings: true, attentionBias: true }],
-    ['Mistral-7B', mistral, { hiddenSize: 4096, intermediateSize: 14336, numLayers: 32, numHeads: 32, numKvHeads: 8, headDim: 128, vocabSize: 32000, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: none, tieWordEmbeddings: false, attentionBias: false }],
+    ['Mistral-7B (its window on every layer)', mistral, { hiddenSize: 4096, intermediateSize: 14336, numLayers: 32, numHeads: 32, numKvHeads: 8, headDim: 128, vocabSize: 32000, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: none, tieWordEmbeddings: false, attentionBias: false, slidingWindow: 4096 }],
+    ['Mistral-7B-v0.2 (sliding_window null: no window)', { ...mistral, sliding_window: null }, { hiddenSize: 4096, intermediateSize: 14336, numLayers: 32, numHeads: 32, numKvHeads: 8, headDim: 128, vocabSize: 32000, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: none, tieWordEmbeddings: false, attentionBias: false }],
+    ['Gemma-7B-it', gemma7b, { ...gemma7bEngine }],
+    ['Gemma-2-9B-it', gemma2_9b, { ...gemma2_9bEngine }],
+    ['Gemma-3-1B-it', gemma3_1b, { ...gemma3_1bEngine }],
+    ['Phi-3-mini-4k-instruct (fused projections, a window of 2047)', phi3mini, { hiddenSize: 3072, intermediateSize: 8192, numLayers: 32, numHeads: 32, numKvHeads: 32, headDim: 96, vocabSize: 32064, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: none, tieWordEmbeddings: false, attentionBias: false, fusedProjections: true, slidingWindow: 2047 }],
+    ['Qwen3-0.6B', qwen3, { hiddenSize: 1024, intermediateSize: 3072, numLayers: 28, numHeads: 16, numKvHeads: 8, headDim: 128, vocabSize: 151936, rmsNormEps: 1e-6, ropeTheta: 1e6, ropeScaling: none, tieWordEmbeddings: true, attentionBias: false, qkNorm: true }],
   ])('%s', (_, json, expected) => {
     expect(engineConfigFromHf(json, 'config.json')).toEqual(expected);
   });
@@ -67,13 +121,46 @@ describe('engineConfigFromHf', () => {
     expect(engineConfigFromHf({ ...smollm2, rope_parameters: { rope_type: 'default', rope_theta: 5e5 } }, 'c.json')).toMatchObject({ ropeTheta: 5e5, ropeScaling: none });
   });
 
+  it("runs a Llama with transformers' tanh-GELU as a GeGLU, as LlamaMLP's ACT2FN does", () => {
+    expect(engineConfigFromHf({ ...smollm2, hidden_act: 'gelu_pytorch_tanh' }, 'c.json')).toMatchObject({ activation: 'gelu_tanh' });
+    expect(engineConfigFromHf({ ...smollm2, hidden_act: 'gelu_pytorch_tanh' }, 'c.json').normWeightOffset).toBeUndefined();
+  });
+
+  it('derives the window layers as transformers does (Qwen2 max_window_layers, explicit layer_types, the Gemma 3 pattern)', () => {
+    const q = engineConfigFromHf({ ...qwen2, num_hidden_layers: 4, use_sliding_window: true, sliding_window: 64, max_window_layers: 2 }, 'c.json');
+    expect(q).toMatchObject({ slidingWindow: 64, layerTypes: ['full_attention', 'full_attention', 'sliding_attention', 'sliding_attention'] });
+    const explicit = ['full_attention', 'sliding_attention', 'full_attention'];
+    expect(engineConfigFromHf({ ...gemma2_9b, num_hidden_layers: 3, layer_types: explicit }, 'c.json')).toMatchObject({ layerTypes: explicit });
+    expect(engineConfigFromHf({ ...gemma3_1b, num_hidden_layers: 4, sliding_window_pattern: 2 }, 'c.json')).toMatchObject({ layerTypes: alternate(4, 2) });
+    // Windows that no layer uses, and layers that all use one, need no per-layer list.
+    expect(engineConfigFromHf({ ...gemma2_9b, num_hidden_layers: 2, layer_types: ['full_attention', 'full_attention'] }, 'c.json').slidingWindow).toBeUndefined();
+    expect(engineConfigFromHf({ ...qwen2, num_hidden_layers: 2, use_sliding_window: true, max_window_layers: 1, layer_types: ['sliding_attention', 'sliding_attention'] }, 'c.json')).toMatchObject({ slidingWindow: 32768 });
+  });
+
   it('refuses what the engine cannot run, naming it', () => {
     const unsupported: [object, RegExp][] = [
-      [{ ...smollm2, model_type: 'gemma2' }, /model_type 'gemma2' is not supported/],
+      [{ ...smollm2, model_type: 'phimoe' }, /model_type 'phimoe' is not supported/],
+      [{ ...phi3mini, rope_scaling: { type: 'longrope', short_factor: [1], long_factor: [1], original_max_position_embeddings: 4096 } }, /RoPE scaling 'longrope'/],
+      [{ ...phi3mini, rope_scaling: { type: 'su', short_factor: [1], long_factor: [1] } }, /RoPE scaling 'su'/],
+      [{ ...phi3mini, partial_rotary_factor: 0.75 }, /partial_rotary_factor 0.75 is not supported/],
+      [{ ...phi3mini, resid_pdrop: 0.1 }, /resid_pdrop 0.1 is not supported; the engine has no dropout/],
+      [{ ...smollm2, model_type: 'gemma3' }, /model_type 'gemma3' is not supported \(a Gemma 3 checkpoint with vision/],
+      [{ ...smollm2, rope_scaling: { rope_type: 'longrope', short_factor: [1], long_factor: [1] } }, /RoPE scaling 'longrope'/],
+      [{ ...smollm2, attention_dropout: 0.1 }, /attention_dropout 0.1 is not supported; the engine has no dropout/],
+      [{ ...smollm2, quantization_config: { quant_method: 'gptq' } }, /quantization_config .* is not supported/],
+      [{ ...smollm2, auto_map: { AutoModelForCausalLM: 'x.Y' } }, /auto_map .* \(trust_remote_code\)/],
+      [{ ...smollm2, num_local_experts: 8 }, /num_local_experts 8 is not supported; mixture-of-experts/],
+      [{ ...gemma7b, use_bidirectional_attention: true }, /use_bidirectional_attention true/],
+      [{ ...gemma7b, hidden_act: 'relu' }, /hidden_act 'relu' is not supported/],
+      [{ ...gemma2_9b, layer_types: ['chunked_attention', ...alternate(41, 2)] }, /layer_types holds 'chunked_attention'/],
+      [{ ...smollm2, sliding_window: 16 }, /sliding_window 16 is not supported; llama attends to the whole sequence/],
+      [{ ...qwen3, attention_bias: true }, /attention_bias true is not supported/],
+      [{ ...qwen2, layer_types: alternate(24, 2) }, /sliding_attention layers but use_sliding_window is false/],
+      [{ ...gemma3_1b, rope_scaling: undefined, rope_parameters: { full_attention: { rope_type: 'default', rope_theta: 1e6 }, sliding_attention: { rope_type: 'linear', factor: 2, rope_theta: 1e4 } } }, /sliding_attention has linear scaling/],
       [{ ...smollm2, model_type: 'gpt2' }, /model_type 'gpt2' is not supported/],
-      [{ ...smollm2, hidden_act: 'gelu_pytorch_tanh' }, /hidden_act 'gelu_pytorch_tanh' is not supported/],
-      [{ ...smollm2, attention_bias: true }, /attention_bias is true for a llama model/],
-      [{ ...smollm2, mlp_bias: true }, /mlp_bias is true/],
+      [{ ...smollm2, hidden_act: 'gelu' }, /hidden_act 'gelu' is not supported/],
+      [{ ...smollm2, attention_bias: true }, /attention_bias true is not supported; biases on q, k, v and o/],
+      [{ ...smollm2, mlp_bias: true }, /mlp_bias true is not supported/],
       [{ ...smollm2, rope_scaling: { type: 'yarn', factor: 4 } }, /RoPE scaling 'yarn' \(rope_scaling\) is not supported/],
       [{ ...smollm2, rope_scaling: { rope_type: 'dynamic', factor: 2 } }, /RoPE scaling 'dynamic'/],
     ];
@@ -201,7 +288,9 @@ describe('engineConfigFromGguf', () => {
   it('refuses architectures and features the engine does not have', async () => {
     const model = makeTinyModel();
     const cases: [GgufModelOptions['metadata'], RegExp][] = [
-      [{ 'general.architecture': 'gemma2' }, /GGUF architecture 'gemma2' is not supported/],
+      [{ 'general.architecture': 'phi2' }, /GGUF architecture 'phi2' is not supported/],
+      [{ 'llama.rope.scaling.attn_factor': 1.19 }, /attn_factor 1.19.* is not supported/],
+      [{ 'llama.expert_count': 8 }, /llama.expert_count is the number 8; mixture-of-experts/],
       [{ 'llama.rope.scaling.type': 'yarn' }, /RoPE scaling 'yarn'/],
       [{ 'llama.rope.dimension_count': 4 }, /rotates only part of each 8-wide head/],
       [{ 'llama.attention.value_length': 16, 'llama.attention.key_length': 8 }, /value_length 16 differs from the key length 8/],

@@ -29,6 +29,8 @@ export interface TinyModelOptions {
   ropeTheta?: number;
   rmsNormEps?: number;
   ropeScaling?: EngineConfig['ropeScaling'];
+  /** Family switches (activation, soft-caps, window, q/k norm, …) laid over the Llama shape. */
+  family?: Partial<EngineConfig>;
   seed?: number;
 }
 
@@ -67,6 +69,7 @@ export function tinyConfig(options: TinyModelOptions = {}): EngineConfig {
     ropeScaling: options.ropeScaling ?? { type: 'none' },
     tieWordEmbeddings: options.tied ?? false,
     attentionBias: options.bias ?? false,
+    ...options.family,
   };
 }
 

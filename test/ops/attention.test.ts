@@ -65,6 +65,8 @@ describe('attention (tree-masked, GQA) against a float64 reference', () => {
     { name: 'all rows, root-first lists, head_dim 32, 14/2 heads (4 + 3 heads a tile)', qHeads: 14, kvHeads: 2, headDim: 32, cached: false, shuffled: false },
     { name: 'all rows, shuffled lists, head_dim 16, 8/4 heads', qHeads: 8, kvHeads: 4, headDim: 16, cached: false, shuffled: true },
     { name: 'KV-cached queries, shuffled lists, head_dim 80, 3/3 heads', qHeads: 3, kvHeads: 3, headDim: 80, cached: true, shuffled: true },
+    { name: 'soft-capped scores (Gemma 2, cap 1.5), root-first lists, head_dim 32, 4/2 heads', qHeads: 4, kvHeads: 2, headDim: 32, cached: false, shuffled: false, softcap: 1.5 },
+    { name: 'soft-capped scores, KV-cached, shuffled lists, head_dim 24, 6/3 heads', qHeads: 6, kvHeads: 3, headDim: 24, cached: true, shuffled: true, softcap: 2 },
   ];
   for (const c of cases) {
     it(c.name, () => {
@@ -76,7 +78,7 @@ describe('attention (tree-masked, GQA) against a float64 reference', () => {
       ], c.shuffled);
       // Cached: the new rows are the last trie's nodes; the first segment is read by no query.
       const queries = c.cached ? Array.from({ length: 12 }, (_, i) => lists.length - 12 + i) : lists.map((_, i) => i);
-      const p = problem(lists, queries, c.qHeads, c.kvHeads, c.headDim);
+      const p = { ...problem(lists, queries, c.qHeads, c.kvHeads, c.headDim), softcap: c.softcap };
       const x = inputs(rng, p);
       const got = runKernel(p, x);
       const ref = attentionForward(x.q, x.k, x.v, p);
@@ -102,14 +104,14 @@ describe('attention (tree-masked, GQA) against a float64 reference', () => {
     });
   }
 
-  for (const shuffled of [false, true]) {
-    it(`has backward gradients that match central finite differences in float64 (${shuffled ? 'shuffled' : 'root-first'} lists)`, () => {
+  for (const [shuffled, softcap] of [[false, 0], [true, 0], [false, 1.5]] as const) {
+    it(`has backward gradients that match central finite differences in float64 (${shuffled ? 'shuffled' : 'root-first'} lists${softcap ? `, soft-cap ${softcap}` : ''})`, () => {
       const rng = new Rng(77);
       const lists = forest(rng, [
         { prompt: 18, nodes: 9 },
         { prompt: 4, nodes: 5 },
       ], shuffled);
-      const p = problem(lists, lists.map((_, i) => i), 6, 2, 16);
+      const p = { ...problem(lists, lists.map((_, i) => i), 6, 2, 16), softcap };
       const x = inputs(rng, p);
       const got = runKernel(p, x);
       const ref = attentionBackward(x.dout, x.q, x.k, x.v, p);

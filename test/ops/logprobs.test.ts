@@ -52,6 +52,7 @@ function args(p: LogprobProblem): LogprobArgs {
     edgeToken: p.edgeToken as Int32Array,
     edgeWeight: p.edgeWeight as Float32Array,
     objective: p.objective,
+    logitSoftcap: p.logitSoftcap,
   };
 }
 
@@ -69,11 +70,18 @@ describe('fused log-probabilities against full float64 logits', () => {
     { name: 'vocab 1000, 1 parent', rows: 3, dim: 40, vocab: 1000, parents: 1, maxKids: 8 },
     { name: 'vocab 2053, 40 parents', rows: 50, dim: 32, vocab: 2053, parents: 40, maxKids: 3 },
   ];
-  const objectives: { kind: ObjectiveKind; beta?: number }[] = [{ kind: 'ce' }, { kind: 'gem-linear' }, { kind: 'gem-logsigmoid' }, { kind: 'gem-logsigmoid', beta: 1.3 }];
+  const objectives: { kind: ObjectiveKind; beta?: number; logitSoftcap?: number }[] = [
+    { kind: 'ce' },
+    { kind: 'gem-linear' },
+    { kind: 'gem-logsigmoid' },
+    { kind: 'gem-logsigmoid', beta: 1.3 },
+    { kind: 'ce', logitSoftcap: 2 },
+    { kind: 'gem-logsigmoid', logitSoftcap: 1.5 },
+  ];
   for (const s of shapes)
     for (const o of objectives)
-      it(`${o.kind}${o.beta ? ` (beta ${o.beta})` : ''}, ${s.name}: edge log-probs, losses, statistics and dhidden`, () => {
-        const p = makeProblem(s.vocab + s.parents, { ...s, ...o });
+      it(`${o.kind}${o.beta ? ` (beta ${o.beta})` : ''}${o.logitSoftcap ? ` (logit soft-cap ${o.logitSoftcap})` : ''}, ${s.name}: edge log-probs, losses, statistics and dhidden`, () => {
+        const p = { ...makeProblem(s.vocab + s.parents, { ...s, ...o }), logitSoftcap: o.logitSoftcap };
         const dhidden0 = new Rng(9).normals(s.rows * s.dim, 0.2);
         const got = run(p, dhidden0);
         const ref = logprobs(p);
@@ -91,9 +99,9 @@ describe('fused log-probabilities against full float64 logits', () => {
           if (!parents.has(r)) expect(Array.from(got.dhidden.subarray(r * s.dim, (r + 1) * s.dim))).toEqual(Array.from(dhidden0.subarray(r * s.dim, (r + 1) * s.dim)));
       });
 
-  for (const kind of ['ce', 'gem-logsigmoid'] as const)
-    it(`${kind}: dhidden matches central finite differences of sum_e W_e loss_e in float64`, () => {
-      const p = makeProblem(31, { rows: 4, dim: 16, vocab: 300, parents: 3, maxKids: 4, kind });
+  for (const [kind, logitSoftcap] of [['ce', 0], ['gem-logsigmoid', 0], ['ce', 1.5], ['gem-linear', 2]] as const)
+    it(`${kind}${logitSoftcap ? ` with logit soft-cap ${logitSoftcap}` : ''}: dhidden matches central finite differences of sum_e W_e loss_e in float64`, () => {
+      const p = { ...makeProblem(31, { rows: 4, dim: 16, vocab: 300, parents: 3, maxKids: 4, kind }), logitSoftcap };
       const got = run(p, new Float32Array(4 * 16));
       const frozen = logprobs(p);
       const h = Float64Array.from(p.hidden);

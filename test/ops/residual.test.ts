@@ -13,3 +13,14 @@ describe('residual add', () => {
     expect(Array.from(got)).toEqual(Array.from(y, (v, i) => Math.fround(v + x[i])));
   });
 });
+
+describe('scale in place (the embedding scale)', () => {
+  it('multiplies every element by the scale, rounded to float32 first (one float32 product each)', () => {
+    const rng = new Rng(3);
+    const n = 40001;
+    const x = rng.normals(n);
+    const s = Math.sqrt(3072);
+    const got = ops.scaleInplace(x, s);
+    expect(Array.from(got)).toEqual(Array.from(x, (v) => Math.fround(v * Math.fround(s))));
+  });
+});

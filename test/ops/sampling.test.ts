@@ -20,7 +20,7 @@ function setup(seed: number, rows: number, vocab: number, dim: number, logitScal
   return { hidden, head, vocab, dim, z: Array.from({ length: rows }, (_, r) => Z.slice(r * vocab, (r + 1) * vocab)) };
 }
 
-function sample(s: Setup, rows: number[], streams: number[], p: { temperature?: number; topK?: number; topP?: number; seed?: number; step?: number }) {
+function sample(s: Setup, rows: number[], streams: number[], p: { temperature?: number; topK?: number; topP?: number; seed?: number; step?: number; logitSoftcap?: number }) {
   return ops.sample({ hidden: s.hidden, head: s.head, vocab: s.vocab, dim: s.dim, rows: Int32Array.from(rows), streams: Uint32Array.from(streams), ...p });
 }
 
@@ -92,6 +92,18 @@ describe('sampling from full-vocabulary logits', () => {
     expect(Array.from(got.tokens)).toEqual(argmax);
     const ref = rows.map((r) => Math.log(softmax(s.z[r])[argmax[r]]));
     expect(relErr(got.logp, ref)).toBeLessThan(1e-5);
+  });
+
+  it('soft-caps the logits (Gemma 2) before drawing and in the log-prob it reports', () => {
+    const s = setup(2, 4, 3000, 32, 6);
+    const cap = 5;
+    const capped = s.z.map((z) => z.map((v) => cap * Math.tanh(v / cap)));
+    const rows = [0, 1, 2, 3];
+    const got = sample(s, rows, rows, { temperature: 1, seed: 3, logitSoftcap: cap });
+    const ref = rows.map((r) => Math.log(softmax(capped[r])[got.tokens[r]]));
+    expect(relErr(got.logp, ref)).toBeLessThan(1e-5);
+    const uncapped = rows.map((r) => Math.log(softmax(s.z[r])[got.tokens[r]]));
+    expect(relErr(uncapped, ref)).toBeGreaterThan(1e-2);
   });
 
   it('gives the same token for the same (seed, stream, step) however the draws are batched', () => {

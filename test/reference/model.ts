@@ -1,7 +1,11 @@
 /**
- * A float64 reference of the whole Llama-family forward pass over a forest of rows, written
- * plainly from the definitions (no shared code with the engine): the yardstick for the
- * engine's log-probabilities and, through central finite differences, for its gradients.
+ * A float64 reference of the whole decoder forward pass over a forest of rows, written plainly
+ * from the definitions (no shared code with the engine): the yardstick for the engine's
+ * log-probabilities and, through central finite differences, for its gradients. It follows
+ * the config's family switches as transformers' Gemma / Gemma 2 / Gemma 3 / Qwen3 / Mistral
+ * modeling files write them: embedding scale, GeGLU, q/k norms, sandwich norms, soft-caps, the
+ * sliding window (key j seen from query i when i − w < j ≤ i, by position) and local RoPE bases.
+ * Norm weights are taken as stored plus normWeightOffset.
  */
 import type { EngineConfig, NativeBatch } from '../../lib/native.js';
 
@@ -20,12 +24,13 @@ export interface ReferenceLora {
 
 const moduleNames = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 
-export function ropeInvFreq(c: EngineConfig): number[] {
+export function ropeInvFreq(c: EngineConfig, local = false): number[] {
   const half = c.headDim / 2;
   const out: number[] = [];
+  const theta = local && c.localRopeTheta ? c.localRopeTheta : c.ropeTheta;
   for (let i = 0; i < half; i++) {
-    let f = 1 / Math.pow(c.ropeTheta, (2 * i) / c.headDim);
-    const s = c.ropeScaling;
+    let f = 1 / Math.pow(theta, (2 * i) / c.headDim);
+    const s = local && c.localRopeTheta ? undefined : c.ropeScaling;
     if (s?.type === 'linear') f /= s.factor ?? 1;
     if (s?.type === 'llama3') {
       const factor = s.factor ?? 1, low = s.lowFreqFactor ?? 1, high = s.highFreqFactor ?? 4, old = s.originalMaxPositionEmbeddings ?? 8192;
@@ -64,16 +69,19 @@ function linear(x: Float64Array, rows: number, inF: number, outF: number, W: Arr
   return y;
 }
 
-function rmsnorm(x: Float64Array, rows: number, d: number, w: ArrayLike<number>, eps: number): Float64Array {
+function rmsnorm(x: Float64Array, rows: number, d: number, w: ArrayLike<number>, eps: number, offset = 0): Float64Array {
   const y = new Float64Array(rows * d);
   for (let i = 0; i < rows; i++) {
     let ss = 0;
     for (let j = 0; j < d; j++) ss += x[i * d + j] ** 2;
     const s = 1 / Math.sqrt(ss / d + eps);
-    for (let j = 0; j < d; j++) y[i * d + j] = x[i * d + j] * s * w[j];
+    for (let j = 0; j < d; j++) y[i * d + j] = x[i * d + j] * s * (w[j] + offset);
   }
   return y;
 }
+
+const softcap = (x: number, cap: number | undefined) => (cap ? cap * Math.tanh(x / cap) : x);
+const geluTanh = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
 
 function rope(x: Float64Array, rows: number, heads: number, hd: number, pos: number[], inv: number[]): void {
   const half = hd / 2;
@@ -101,10 +109,14 @@ export function referenceEdgeLogProbs(m: ReferenceWeights, batch: NativeBatch, l
     depth.push(p < 0 ? 0 : depth[p] + 1);
     ancestors.push(p < 0 ? [r] : [...ancestors[p], r]);
   }
-  const inv = ropeInvFreq(c);
+  const globalInv = ropeInvFreq(c);
+  const localInv = ropeInvFreq(c, true);
+  const off = c.normWeightOffset ?? 0;
+  const eps = c.rmsNormEps;
+  const scaleEmb = c.embeddingScale ?? 1;
   const E = m.tensor('model.embed_tokens.weight');
   let x: Float64Array = new Float64Array(T * d);
-  for (let r = 0; r < T; r++) for (let j = 0; j < d; j++) x[r * d + j] = E[batch.tokens[r] * d + j];
+  for (let r = 0; r < T; r++) for (let j = 0; j < d; j++) x[r * d + j] = E[batch.tokens[r] * d + j] * scaleEmb;
 
   const lin = (layer: number, mod: (typeof moduleNames)[number], input: Float64Array, inF: number, outF: number) => {
     const path = `model.layers.${layer}.${mod.endsWith('_proj') && ['gate_proj', 'up_proj', 'down_proj'].includes(mod) ? 'mlp' : 'self_attn'}.${mod}`;
@@ -115,22 +127,29 @@ export function referenceEdgeLogProbs(m: ReferenceWeights, batch: NativeBatch, l
 
   for (let l = 0; l < c.numLayers; l++) {
     const p = `model.layers.${l}.`;
-    const xn = rmsnorm(x, T, d, m.tensor(p + 'input_layernorm.weight'), c.rmsNormEps);
-    const q = lin(l, 'q_proj', xn, d, qd);
-    const k = lin(l, 'k_proj', xn, d, kvd);
+    const sliding = !!c.slidingWindow && (!c.layerTypes || c.layerTypes[l] === 'sliding_attention');
+    const inv = sliding ? localInv : globalInv;
+    const xn = rmsnorm(x, T, d, m.tensor(p + 'input_layernorm.weight'), eps, off);
+    let q = lin(l, 'q_proj', xn, d, qd);
+    let k = lin(l, 'k_proj', xn, d, kvd);
     const v = lin(l, 'v_proj', xn, d, kvd);
+    if (c.qkNorm) {
+      q = rmsnorm(q, T * c.numHeads, hd, m.tensor(p + 'self_attn.q_norm.weight'), eps, off);
+      k = rmsnorm(k, T * c.numKvHeads, hd, m.tensor(p + 'self_attn.k_norm.weight'), eps, off);
+    }
     rope(q, T, c.numHeads, hd, depth, inv);
     rope(k, T, c.numKvHeads, hd, depth, inv);
+    const attnScale = c.attentionScale ?? 1 / Math.sqrt(hd);
     const attn = new Float64Array(T * qd);
     const group = c.numHeads / c.numKvHeads;
     for (let i = 0; i < T; i++)
       for (let h = 0; h < c.numHeads; h++) {
         const kvh = Math.floor(h / group);
-        const keys = ancestors[i];
+        const keys = sliding ? ancestors[i].filter((j) => depth[i] - c.slidingWindow! < depth[j]) : ancestors[i];
         const scores = keys.map((j) => {
           let s = 0;
           for (let t = 0; t < hd; t++) s += q[i * qd + h * hd + t] * k[j * kvd + kvh * hd + t];
-          return s / Math.sqrt(hd);
+          return softcap(s * attnScale, c.attnLogitSoftcap);
         });
         const mx = Math.max(...scores);
         const ex = scores.map((s) => Math.exp(s - mx));
@@ -139,17 +158,19 @@ export function referenceEdgeLogProbs(m: ReferenceWeights, batch: NativeBatch, l
           for (let t = 0; t < hd; t++) attn[i * qd + h * hd + t] += (ex[n] / sum) * v[j * kvd + kvh * hd + t];
         });
       }
-    const o = lin(l, 'o_proj', attn, qd, d);
+    let o = lin(l, 'o_proj', attn, qd, d);
+    if (c.sandwichNorms) o = rmsnorm(o, T, d, m.tensor(p + 'post_attention_layernorm.weight'), eps, off);
     for (let i = 0; i < x.length; i++) x[i] += o[i];
-    const xn2 = rmsnorm(x, T, d, m.tensor(p + 'post_attention_layernorm.weight'), c.rmsNormEps);
+    const xn2 = rmsnorm(x, T, d, m.tensor(p + (c.sandwichNorms ? 'pre_feedforward_layernorm.weight' : 'post_attention_layernorm.weight')), eps, off);
     const g = lin(l, 'gate_proj', xn2, d, I);
     const u = lin(l, 'up_proj', xn2, d, I);
     const h = new Float64Array(T * I);
-    for (let i = 0; i < h.length; i++) h[i] = (g[i] / (1 + Math.exp(-g[i]))) * u[i];
-    const down = lin(l, 'down_proj', h, I, d);
+    for (let i = 0; i < h.length; i++) h[i] = (c.activation === 'gelu_tanh' ? geluTanh(g[i]) : g[i] / (1 + Math.exp(-g[i]))) * u[i];
+    let down = lin(l, 'down_proj', h, I, d);
+    if (c.sandwichNorms) down = rmsnorm(down, T, d, m.tensor(p + 'post_feedforward_layernorm.weight'), eps, off);
     for (let i = 0; i < x.length; i++) x[i] += down[i];
   }
-  x = rmsnorm(x, T, d, m.tensor('model.norm.weight'), c.rmsNormEps);
+  x = rmsnorm(x, T, d, m.tensor('model.norm.weight'), eps, off);
   const head = c.tieWordEmbeddings ? E : m.tensor('lm_head.weight');
   const out = new Float64Array(batch.edgeRows.length);
   const cache = new Map<number, { z: Float64Array; lse: number }>();
@@ -161,7 +182,7 @@ export function referenceEdgeLogProbs(m: ReferenceWeights, batch: NativeBatch, l
       for (let t = 0; t < c.vocabSize; t++) {
         let s = 0;
         for (let j = 0; j < d; j++) s += x[row * d + j] * head[t * d + j];
-        z[t] = s;
+        z[t] = softcap(s, c.finalLogitSoftcap);
       }
       const mx = Math.max(...z);
       let sum = 0;

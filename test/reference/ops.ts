@@ -159,6 +159,26 @@ export function swigluBackward(dh: Vec, gate: Vec, up: Vec): { dgate: Float64Arr
   return { dgate, dup };
 }
 
+const GELU_C = Math.sqrt(2 / Math.PI);
+/** h = gelu_tanh(gate) · up, gelu_tanh(x) = x/2 (1 + tanh(√(2/π) (x + 0.044715 x³))). */
+export function gegluForward(gate: Vec, up: Vec): Float64Array {
+  return Float64Array.from(gate, (g, i) => 0.5 * g * (1 + Math.tanh(GELU_C * (g + 0.044715 * g ** 3))) * up[i]);
+}
+
+export function gegluBackward(dh: Vec, gate: Vec, up: Vec): { dgate: Float64Array; dup: Float64Array } {
+  const dgate = new Float64Array(gate.length);
+  const dup = new Float64Array(gate.length);
+  for (let i = 0; i < gate.length; ++i) {
+    const g = gate[i];
+    const t = Math.tanh(GELU_C * (g + 0.044715 * g ** 3));
+    const gelu = 0.5 * g * (1 + t);
+    const dgelu = 0.5 * (1 + t) + 0.5 * g * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * g * g);
+    dgate[i] = dh[i] * up[i] * dgelu;
+    dup[i] = dh[i] * gelu;
+  }
+  return { dgate, dup };
+}
+
 export interface AdamWHyper {
   lr: number;
   beta1: number;
@@ -199,9 +219,15 @@ export interface AttentionProblem {
   kvHeads: number;
   headDim: number;
   scale: number;
+  /** Scores c·tanh(s/c) when > 0 (Gemma 2). */
+  softcap?: number;
   keyOffsets: Int32Array;
   keyRows: Int32Array;
 }
+
+/** c·tanh(s/c), or s without a cap; and its derivative. */
+const cap = (s: number, c?: number) => (c ? c * Math.tanh(s / c) : s);
+const capSlope = (s: number, c?: number) => (c ? 1 - Math.tanh(s / c) ** 2 : 1);
 
 /** out = softmax(scale q k^T over each row's keys) v per q head; lse per (row, head). */
 export function attentionForward(q: Vec, k: Vec, v: Vec, p: AttentionProblem): { out: Float64Array; lse: Float64Array } {
@@ -217,7 +243,7 @@ export function attentionForward(q: Vec, k: Vec, v: Vec, p: AttentionProblem): {
       const s = Array.from(keys, (j) => {
         let d = 0;
         for (let c = 0; c < hd; ++c) d += q[qo + c] * k[(j * p.kvHeads + kvh) * hd + c];
-        return p.scale * d;
+        return cap(p.scale * d, p.softcap);
       });
       const l = logSumExp(s);
       lse[i * p.qHeads + h] = l;
@@ -251,8 +277,8 @@ export function attentionBackward(dout: Vec, q: Vec, k: Vec, v: Vec, p: Attentio
           s += q[qo + c] * k[ko + c];
           dp += dout[qo + c] * v[ko + c];
         }
-        const prob = Math.exp(p.scale * s - lse[i * p.qHeads + h]);
-        const ds = prob * (dp - D) * p.scale;
+        const prob = Math.exp(cap(p.scale * s, p.softcap) - lse[i * p.qHeads + h]);
+        const ds = prob * (dp - D) * p.scale * capSlope(p.scale * s, p.softcap);
         for (let c = 0; c < hd; ++c) {
           dq[qo + c] += ds * k[ko + c];
           dk[ko + c] += ds * q[qo + c];
@@ -277,6 +303,8 @@ export interface LogprobProblem {
   edgeToken: Vec;
   edgeWeight: Vec;
   objective: { kind: ObjectiveKind; beta: number };
+  /** Logits c·tanh(z/c) when > 0 (Gemma 2's final soft-cap). */
+  logitSoftcap?: number;
 }
 
 export interface LogprobReference {
@@ -307,7 +335,8 @@ export function logprobs(p: LogprobProblem): LogprobReference {
   const E = p.edgeToken.length;
   const parentsH = new Float64Array(P * dim);
   for (let i = 0; i < P; ++i) for (let d = 0; d < dim; ++d) parentsH[i * dim + d] = p.hidden[p.parentRows[i] * dim + d];
-  const Z = matmulNT(parentsH, p.head, P, dim, vocab);
+  const raw = matmulNT(parentsH, p.head, P, dim, vocab);
+  const Z = raw.map((z) => cap(z, p.logitSoftcap));
   const rowZ = (i: number) => Z.subarray(i * vocab, (i + 1) * vocab);
   const lse = Float64Array.from({ length: P }, (_, i) => logSumExp(rowZ(i)));
   const lseBeta = Float64Array.from({ length: P }, (_, i) => logSumExp(Array.from(rowZ(i), (z) => z / p.objective.beta)));
@@ -350,7 +379,7 @@ export function logprobs(p: LogprobProblem): LogprobReference {
     dz[y] -= ref.C[e];
     const row = p.parentRows[par];
     for (let v = 0; v < vocab; ++v) {
-      const g = p.edgeWeight[e] * dz[v];
+      const g = p.edgeWeight[e] * dz[v] * capSlope(raw[par * vocab + v], p.logitSoftcap);
       for (let d = 0; d < dim; ++d) ref.dhidden[row * dim + d] += g * p.head[v * dim + d];
     }
   }
@@ -370,7 +399,7 @@ export function weightedLoss(p: LogprobProblem, hidden: Vec, frozen: LogprobRefe
     const z = Array.from({ length: vocab }, (_, v) => {
       let s = 0;
       for (let d = 0; d < dim; ++d) s += h[d] * p.head[v * dim + d];
-      return s;
+      return cap(s, p.logitSoftcap);
     });
     const y = p.edgeToken[e];
     let loss: number;

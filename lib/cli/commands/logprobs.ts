@@ -61,7 +61,7 @@ export function addPromptOptions(command: Command): Command {
     .option('--weights <w...>', 'desired probabilities of --targets (default uniform)', (v, prev: number[] = []) => [...prev, parseNumber(v, '--weights')])
     .option('--response <text...>', 'text the answer starts with (several are averaged)')
     .option('--no-eos', 'do not end targets with the end-of-turn token')
-    .option('--adapter <dir>', 'a LoRA adapter directory (PEFT layout) to apply');
+    .option('--adapter <path>', 'a LoRA adapter to apply: a PEFT directory or a llama.cpp GGUF LoRA file');
 }
 
 export function registerLogprobs(program: Command): void {

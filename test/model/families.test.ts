@@ -1,0 +1,136 @@
+/**
+ * Every supported family against transformers itself: tools/reference/family_fixtures.py made
+ * a tiny random model of each (every weight random, norms too; windows shorter than the
+ * sequences), saved it as a Hugging Face directory and through llama.cpp's converter as GGUF,
+ * and recorded transformers' target log-probs. Ours, from both files, agree within 1e-4 nats
+ * per target — through the trie (one pass over prompt + targets), not one sequence at a time.
+ * The same for a reference task through the directory's tokenizer and chat template (the
+ * family's, rendered by @huggingface/jinja), token for token; and `diffuse train` runs the
+ * paper's configs for Gemma-7B-it, Mistral-7B-Instruct and Llama-2-13B-chat on them.
+ */
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { loadModel } from '../../lib/model/load.js';
+import { Progress } from '../../lib/progress.js';
+import { runCli } from '../cli/run.js';
+
+import { loadModelSpec } from '../../lib/model/tensors.js';
+import { native, type NativeModel } from '../../lib/native.js';
+import { buildTrieBatch, sequenceLogProbs, type PreparedPrompt } from '../../lib/targets/target-set.js';
+
+interface Fixture {
+  family: string;
+  prompt_token_ids: number[];
+  targets: { token_ids: number[]; token_logprobs: number[]; logprob: number }[];
+  chat: { file: string; prompt_token_ids: number[]; targets: { target: string; token_ids: number[]; logprob: number }[]; lora_logprobs: number[] };
+  gguf: string | null;
+  /** The same model in bfloat16, sharded, with transformers' log-probs of those weights. */
+  bf16_sharded?: { dir: string; logprobs: number[] };
+}
+
+const dir = new URL('../fixtures/families/', import.meta.url).pathname;
+const families = ['llama', 'mistral', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3'];
+const prompts = new URL('../../data/tasks/reference/prompts/', import.meta.url).pathname;
+const configs = new URL('../../data/tasks/reference/configs/all/', import.meta.url).pathname;
+
+function prompt(f: Fixture): PreparedPrompt {
+  const n = f.targets.length;
+  return {
+    request: f.family,
+    responses: [''],
+    targets: f.targets.map((_, i) => `t${i}`),
+    weights: f.targets.map(() => 1 / n),
+    promptTokens: f.prompt_token_ids,
+    sequences: f.targets.map((t, i) => ({ target: i, response: 0, tokens: t.token_ids, weight: 1 / n })),
+  };
+}
+
+async function worstDifference(path: string, f: Fixture, reference = f.targets.map((t) => t.logprob)): Promise<{ worst: number; config: Record<string, unknown> }> {
+  const spec = await loadModelSpec(path);
+  const model: NativeModel = await native().createModel({ config: spec.config, tensors: spec.tensors, device: 'cpu', threads: 1 });
+  try {
+    const trie = buildTrieBatch([prompt(f)]);
+    const ours = sequenceLogProbs(trie, (await model.forward(trie.batch)).edgeLogProbs)[0];
+    const worst = Math.max(...reference.map((lp, i) => Math.abs(ours[i] - lp)));
+    return { worst, config: spec.config as unknown as Record<string, unknown> };
+  } finally {
+    model.dispose();
+  }
+}
+
+describe.each(families)('the %s family against transformers', (family) => {
+  let fixture: Fixture;
+  beforeAll(async () => {
+    fixture = JSON.parse(await readFile(`${dir}${family}.json`, 'utf8'));
+  });
+
+  it('gives every target transformers\' log-prob within 1e-4 nats from the Hugging Face directory', async () => {
+    const { worst } = await worstDifference(`${dir}${family}`, fixture);
+    expect({ family, format: 'hf', worst }).toEqual({ family, format: 'hf', worst: expect.any(Number) });
+    expect(worst).toBeLessThanOrEqual(1e-4);
+  });
+
+  if (family !== 'mistral')
+    it("gives the same from llama.cpp's GGUF conversion", async () => {
+      const { worst } = await worstDifference(`${dir}${fixture.gguf}`, fixture);
+      expect({ family, format: 'gguf', worst }).toEqual({ family, format: 'gguf', worst: expect.any(Number) });
+      expect(worst).toBeLessThanOrEqual(1e-4);
+    });
+
+  if (family === 'gemma2' || family === 'qwen3')
+    it('gives the same from a bfloat16 copy sharded over several safetensors files', async () => {
+      const { worst } = await worstDifference(`${dir}${fixture.bf16_sharded!.dir}`, fixture, fixture.bf16_sharded!.logprobs);
+      expect(worst).toBeLessThanOrEqual(1e-4);
+    });
+
+  it("tokenizes a reference task through the family's chat template as transformers does, with the same target log-probs, also under PEFT's adapter", async () => {
+    const model = await loadModel(`${dir}${family}`, { device: 'cpu', threads: 1, progress: new Progress({ mode: 'silent' }) });
+    try {
+      const request = JSON.parse(await readFile(`${prompts}${fixture.chat.file}`, 'utf8'));
+      const [prepared] = model.prepare([request]);
+      expect(prepared.promptTokens).toEqual(fixture.chat.prompt_token_ids);
+      const ours = new Map((await model.targetLogProbs(request)).targets.map((t) => [t.target, t]));
+      let worst = 0;
+      for (const ref of fixture.chat.targets) {
+        const t = ours.get(ref.target)!;
+        expect(t.tokens).toEqual(ref.token_ids);
+        worst = Math.max(worst, Math.abs(t.logprob - ref.logprob));
+      }
+      expect(worst).toBeLessThanOrEqual(1e-4);
+
+      // PEFT's own adapter for the family (every linear layer under PEFT's module names; Phi-3's
+      // fused qkv_proj and gate_up_proj) loads here.
+      const adapter = await model.loadAdapter(`${dir}${family}-lora`);
+      if (family === 'phi3') expect(adapter.targetModules).toEqual(['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj']);
+      const tuned = new Map((await model.targetLogProbs(request, { adapter })).targets.map((t) => [t.target, t.logprob]));
+      const lora = fixture.chat.lora_logprobs;
+      const worstTuned = Math.max(...fixture.chat.targets.map((ref, i) => Math.abs(tuned.get(ref.target)! - lora[i])));
+      expect(worstTuned).toBeLessThanOrEqual(1e-4);
+      expect(Math.max(...fixture.chat.targets.map((ref, i) => Math.abs(ref.logprob - lora[i])))).toBeGreaterThan(1e-2);
+      adapter.dispose();
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+describe("diffuse train runs the paper's configs end to end on tiny models of their families", () => {
+  it.each([
+    ['gemma-7b-it.yaml', 'gemma'],
+    ['mistral-7B-instruct.yaml', 'mistral'],
+    ['llama-2-13b-chat.yaml', 'llama'],
+    // The seven default modules become Phi-3's fused four.
+    ['llama-2-13b-chat.yaml', 'phi3'],
+  ])('%s with --model a tiny %s directory', async (config, family) => {
+    const out = join(await mkdtemp(join(tmpdir(), 'diffuse-families-')), family);
+    const { code, stdout, stderr } = await runCli(['train', `${configs}${config}`, '--model', `${dir}${family}`, '--out', out, '--iters', '1', '--threads', '1', '--json']);
+    expect(stderr).not.toContain('internal error');
+    expect(code).toBe(0);
+    const result = JSON.parse(stdout);
+    expect(result).toMatchObject({ stopped: 'completed', passes: 1 });
+    expect(result.steps).toBeGreaterThan(20);
+    expect(result.records.every((r: { loss: number }) => Number.isFinite(r.loss))).toBe(true);
+  });
+});
