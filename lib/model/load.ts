@@ -17,7 +17,10 @@ export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 export interface LoadModelOptions extends ResolveOptions {
   /** Where to run: 'auto' (default) takes the GPU when the CUDA backend and a device are there. */
   device?: Device;
-  /** CPU threads (default: all cores, or DIFFUSE_THREADS). */
+  /**
+   * CPU threads (default: all cores, or DIFFUSE_THREADS). The thread pool is the process's:
+   * each CPU model sets it as it is loaded, and the last one loaded decides for all.
+   */
   threads?: number;
   /**
    * 'stored' (default): weight matrices stay in the file's type (bf16, f16, GGUF blocks) and the

@@ -53,9 +53,9 @@ float* f(void* p) { return static_cast<float*>(p); }
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads) {
-    if (threads > 0) set_thread_count(threads);
-  }
+  // The pool is the process's: each CPU model sets it as it is made, so `threads` left out means
+  // all cores (or DIFFUSE_THREADS), not whatever an earlier model asked for.
+  explicit CpuBackend(int threads) { set_thread_count(threads); }
 
   std::string name() const override { return "cpu"; }
   // engine/memory.h: the least of MemAvailable, the cgroup's room and a set memory cap.

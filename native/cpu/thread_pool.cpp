@@ -109,8 +109,10 @@ ThreadPool& get_pool() {
 int thread_count() { return get_pool().size(); }
 
 void set_thread_count(int threads) {
+  const int size = threads > 0 ? threads : default_threads();
   std::lock_guard<std::mutex> lock(pool_mutex);
-  pool = std::make_unique<ThreadPool>(threads > 0 ? threads : default_threads());
+  if (pool && pool->size() == size) return;
+  pool = std::make_unique<ThreadPool>(size);
 }
 
 void parallel_tasks(int64_t n_tasks, const std::function<void(int64_t)>& task) {

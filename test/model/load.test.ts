@@ -1,4 +1,5 @@
 import { loadModel, pickDevice } from '../../lib/model/load.js';
+import { preset } from '../../lib/model/presets.js';
 import { native } from '../../lib/native.js';
 
 describe('loadModel', () => {
@@ -15,6 +16,17 @@ describe('loadModel', () => {
     expect(out.positions).toBe(5);
     adapter.dispose();
     model.dispose();
+  });
+
+  it('sizes the CPU thread pool as each model asks, all cores when it does not say', async () => {
+    const small = { config: { ...preset('smollm2-135m'), numLayers: 1, vocabSize: 64 }, randomInit: true as const, seed: 1 };
+    const allCores = native().threadCount();
+    const one = await loadModel(small, { device: 'cpu', threads: 1 });
+    expect(native().threadCount()).toBe(1);
+    const byDefault = await loadModel(small, { device: 'cpu' });
+    expect(native().threadCount()).toBe(allCores);
+    one.dispose();
+    byDefault.dispose();
   });
 
   it('takes the GPU for device auto only when there is one', () => {
