@@ -142,7 +142,7 @@ writeFileSync(
       oursWeightBytes: weightBytes,
       llamaCppWeightBytes: ggufWeightBytes,
       llamaCpp: peer ? { version: peer.llama_cpp_python, systemInfo: peer.system_info, ompWaitPolicy } : null,
-      note: 'shared cores: noisy; ours keeps f32 weights (dequantised at load) and reads them every step, llama.cpp reads the Q4_1 blocks; KV bytes assume fp32 (ours) and f16 (llama.cpp) caches',
+      note: 'shared cores: noisy; both read the Q4_1 blocks every step (ours widens them to f32 inside the GEMM, llama.cpp multiplies them with Q8_1 activations); KV bytes assume fp32 (ours) and f16 (llama.cpp) caches',
       rows,
     },
     null,
