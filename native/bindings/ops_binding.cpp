@@ -9,6 +9,7 @@
 
 #include "bindings/common.h"
 #include "cpu/gemm.h"
+#include "cpu/thread_pool.h"
 #include "engine/devices.h"
 #include "io/dequant.h"
 
@@ -35,7 +36,8 @@ class OpsWrap : public Napi::ObjectWrap<OpsWrap> {
 
   explicit OpsWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<OpsWrap>(info) {
     const std::string device = info.Length() > 0 && info[0].IsString() ? info[0].ToString().Utf8Value() : "cpu";
-    be_ = guard(info.Env(), [&] { return make_backend(device, 0); });
+    // The kernels run on the pool as it is (setThreads), so making an ops object resizes nothing.
+    be_ = guard(info.Env(), [&] { return make_backend(device, thread_count()); });
   }
 
  private:
@@ -262,18 +264,22 @@ class OpsWrap : public Napi::ObjectWrap<OpsWrap> {
     });
   }
 
-  Napi::Value SwigluForward(const Napi::CallbackInfo& info) {
+  // A gated activation h = act(gate) * up (SwiGLU, GeGLU): the same arguments, another kernel.
+  using GatedForward = void (Backend::*)(const void*, const void*, void*, int64_t);
+  using GatedBackward = void (Backend::*)(const void*, const void*, const void*, void*, void*, int64_t);
+
+  Napi::Value Gated(const Napi::CallbackInfo& info, GatedForward forward) {
     return guard(info.Env(), [&]() -> Napi::Value {
       const size_t n = len(info[0]);
       auto g = act(info[0], "gate");
       auto u = act(info[1], "up");
       auto h = act_zeros(n, "h");
-      be_->swiglu_forward(g->data(), u->data(), h->data(), static_cast<int64_t>(n));
+      (be_.get()->*forward)(g->data(), u->data(), h->data(), static_cast<int64_t>(n));
       return act_out(*h, n);
     });
   }
 
-  Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
+  Napi::Value GatedGrad(const Napi::CallbackInfo& info, GatedBackward backward) {
     return guard(info.Env(), [&]() -> Napi::Value {
       const size_t n = len(info[0]);
       auto dh = act(info[0], "dh");
@@ -281,7 +287,7 @@ class OpsWrap : public Napi::ObjectWrap<OpsWrap> {
       auto u = act(info[2], "up");
       auto dg = act_zeros(n, "dgate");
       auto du = act_zeros(n, "dup");
-      be_->swiglu_backward(dh->data(), g->data(), u->data(), dg->data(), du->data(), static_cast<int64_t>(n));
+      (be_.get()->*backward)(dh->data(), g->data(), u->data(), dg->data(), du->data(), static_cast<int64_t>(n));
       Napi::Object r = Napi::Object::New(info.Env());
       r.Set("dgate", act_out(*dg, n));
       r.Set("dup", act_out(*du, n));
@@ -289,32 +295,10 @@ class OpsWrap : public Napi::ObjectWrap<OpsWrap> {
     });
   }
 
-  Napi::Value GegluForward(const Napi::CallbackInfo& info) {
-    return guard(info.Env(), [&]() -> Napi::Value {
-      const size_t n = len(info[0]);
-      auto g = act(info[0], "gate");
-      auto u = act(info[1], "up");
-      auto h = act_zeros(n, "h");
-      be_->geglu_forward(g->data(), u->data(), h->data(), static_cast<int64_t>(n));
-      return act_out(*h, n);
-    });
-  }
-
-  Napi::Value GegluBackward(const Napi::CallbackInfo& info) {
-    return guard(info.Env(), [&]() -> Napi::Value {
-      const size_t n = len(info[0]);
-      auto dh = act(info[0], "dh");
-      auto g = act(info[1], "gate");
-      auto u = act(info[2], "up");
-      auto dg = act_zeros(n, "dgate");
-      auto du = act_zeros(n, "dup");
-      be_->geglu_backward(dh->data(), g->data(), u->data(), dg->data(), du->data(), static_cast<int64_t>(n));
-      Napi::Object r = Napi::Object::New(info.Env());
-      r.Set("dgate", act_out(*dg, n));
-      r.Set("dup", act_out(*du, n));
-      return r;
-    });
-  }
+  Napi::Value SwigluForward(const Napi::CallbackInfo& info) { return Gated(info, &Backend::swiglu_forward); }
+  Napi::Value SwigluBackward(const Napi::CallbackInfo& info) { return GatedGrad(info, &Backend::swiglu_backward); }
+  Napi::Value GegluForward(const Napi::CallbackInfo& info) { return Gated(info, &Backend::geglu_forward); }
+  Napi::Value GegluBackward(const Napi::CallbackInfo& info) { return GatedGrad(info, &Backend::geglu_backward); }
 
   Napi::Value ScaleInplace(const Napi::CallbackInfo& info) {
     return guard(info.Env(), [&]() -> Napi::Value {
