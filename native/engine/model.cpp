@@ -228,6 +228,11 @@ void Model::gate_forward(const void* gate, const void* up, void* h, int64_t n) {
   else backend_->swiglu_forward(gate, up, h, n);
 }
 
+void Model::gate_backward(const void* dh, const void* gate, const void* up, void* dgate, void* dup, int64_t n) {
+  if (config_.activation == ModelConfig::Activation::GELU_TANH) backend_->geglu_backward(dh, gate, up, dgate, dup, n);
+  else backend_->swiglu_backward(dh, gate, up, dgate, dup, n);
+}
+
 void Model::embed(const int32_t* tokens, void* x, int64_t rows) {
   backend_->embedding_lookup(tokens, embedding(), x, rows);
   if (config_.embed_scale != 1.0) backend_->scale_inplace(x, static_cast<float>(config_.embed_scale), rows * config_.hidden);
@@ -420,10 +425,7 @@ StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& ob
     // MLP: out = x_mid + [post-norm] down(act(gate(xn2)) * up(xn2)), xn2 = norm(x_mid)
     void* d_mlp = through_post_norm(A->mlp_o, lw.ffn_post_norm, A->rstd_mo);
     be.linear_backward(d_mlp, A->h->data(), linear(l, DOWN_PROJ), lora(DOWN_PROJ), u(DOWN_PROJ), d_inter1->data(), false, grads(DOWN_PROJ), T);
-    if (c.activation == ModelConfig::Activation::GELU_TANH)
-      be.geglu_backward(d_inter1->data(), A->gate->data(), A->up->data(), d_inter2->data(), d_inter3->data(), T * c.intermediate);
-    else
-      be.swiglu_backward(d_inter1->data(), A->gate->data(), A->up->data(), d_inter2->data(), d_inter3->data(), T * c.intermediate);
+    gate_backward(d_inter1->data(), A->gate->data(), A->up->data(), d_inter2->data(), d_inter3->data(), T * c.intermediate);
     be.linear_backward(d_inter2->data(), A->xn2->data(), linear(l, GATE_PROJ), lora(GATE_PROJ), u(GATE_PROJ), d_norm->data(), false, grads(GATE_PROJ), T);
     be.linear_backward(d_inter3->data(), A->xn2->data(), linear(l, UP_PROJ), lora(UP_PROJ), u(UP_PROJ), d_norm->data(), true, grads(UP_PROJ), T);
     be.rmsnorm_backward(d_norm->data(), A->x_mid->data(), lw.ffn_norm->data(), A->rstd2->as<float>(), dx->data(), T, d);

@@ -90,6 +90,7 @@ class Model {
   const float* inv_freq(int layer) const;  // the layer's RoPE frequencies (local or global)
   AttentionShape attention_shape(int64_t q_rows, int64_t kv_rows) const;
   void gate_forward(const void* gate, const void* up, void* h, int64_t n);  // SwiGLU or GeGLU
+  void gate_backward(const void* dh, const void* gate, const void* up, void* dgate, void* dup, int64_t n);
   void embed(const int32_t* tokens, void* x, int64_t rows);                 // lookup, then scale
 
   std::unique_ptr<Backend> backend_;
