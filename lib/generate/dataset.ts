@@ -10,7 +10,7 @@
  * each prompt to N without repeating or losing a sample (sample i is always draw stream i); a
  * file written with other settings, or by something else, is refused and left as it is.
  */
-import { accessSync, closeSync, constants, fsyncSync, ftruncateSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 import { DiffuseError, InvalidArgumentError } from '../errors.js';
@@ -179,8 +179,18 @@ export class Dataset {
     if (samples.length === 0) return;
     const lines = samples.map((s) => this.lineOf(prompt, s));
     const buf = Buffer.from(lines.map((l) => `${JSON.stringify(l)}\n`).join(''), 'utf8');
-    let off = 0;
-    while (off < buf.length) off += writeSync(this.fd, buf, off);
+    const before = fstatSync(this.fd).size;
+    try {
+      let off = 0;
+      while (off < buf.length) off += writeSync(this.fd, buf, off);
+    } catch (error) {
+      try {
+        ftruncateSync(this.fd, before);
+      } catch {
+        // the next run cuts a partial last line off anyway
+      }
+      throw new DiffuseError('IO', `cannot append to ${this.file} (${(error as Error).message}); the lines already there are intact: free space or fix the permissions and rerun to continue`, { cause: error });
+    }
     const own = this.lines.get(prompt.id)!;
     for (const l of lines) own.set(l.index, l);
   }

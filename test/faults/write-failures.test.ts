@@ -153,6 +153,25 @@ const temporaries = async (dir: string) => (await readdir(dir, { recursive: true
     adapter.dispose();
   });
 
+  it('full disk: diffuse generate fails naming its output, the lines already there intact', async () => {
+    for (const f of await readdir(disk)) await rm(join(disk, f), { recursive: true });
+    const modelPath = await writeTinyChatModel(5);
+    const out = join(disk, 'samples.jsonl');
+    const args = (n: number) => ['generate', '--model', modelPath, '--request', 'Say a word, like {w}.', '-n', String(n), '--max-tokens', '6', '--out', out, '--json'];
+    expect((await runCli(args(2))).code).toBe(0);
+    const before = await readFile(out);
+    await fill(disk);
+    const full = await runCli(args(40));
+    expect(full.code).toBe(1);
+    expect(full.stderr).toContain(`cannot append to ${out} (ENOSPC`);
+    expect(full.stderr).toContain('the lines already there are intact');
+    // Samples that fitted before the disk filled are appended whole; the one that did not is cut back.
+    const after = await readFile(out);
+    expect(after.subarray(0, before.length).equals(before)).toBe(true);
+    expect(after.at(-1)).toBe(0x0a);
+    for (const line of after.toString('utf8').trimEnd().split('\n')) expect(() => JSON.parse(line)).not.toThrow();
+  });
+
   it('read-only: adapters, checkpoints, logs, the eval report and diffuse train --out fail naming the path, with what was there intact', async () => {
     for (const f of await readdir(disk)) await rm(join(disk, f), { recursive: true });
     const adapter = await model.createAdapter({ rank: 2, alpha: 4, seed: 5 });
