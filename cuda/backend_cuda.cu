@@ -287,13 +287,13 @@ class CudaBackend final : public Backend {
     on();
     cuda::linear_backward(ctx_, act(dy), act(x), W, lora, u, act(dx), accumulate, grads, rows);
   }
-  void rope_forward(void* x, const int32_t* pos, const float* inv_freq, int64_t rows, int heads, int head_dim) override {
+  void rope_forward(void* x, const int32_t* pos, const float* inv_freq, int64_t rows, const RopeShape& shape) override {
     on();
-    cuda::rope_forward(ctx_, act(x), pos, inv_freq, rows, heads, head_dim);
+    cuda::rope_forward(ctx_, act(x), pos, inv_freq, rows, shape);
   }
-  void rope_backward(void* dx, const int32_t* pos, const float* inv_freq, int64_t rows, int heads, int head_dim) override {
+  void rope_backward(void* dx, const int32_t* pos, const float* inv_freq, int64_t rows, const RopeShape& shape) override {
     on();
-    cuda::rope_backward(ctx_, act(dx), pos, inv_freq, rows, heads, head_dim);
+    cuda::rope_backward(ctx_, act(dx), pos, inv_freq, rows, shape);
   }
   void attention_forward(const void* q, const void* k, const void* v, const int32_t* key_offsets, const int32_t* key_rows,
                          const AttentionShape& shape, void* out, float* lse) override {

@@ -36,10 +36,10 @@ int64_t lora_pad(int rank);
 void pack_lora(const Context& ctx, const float* A, const float* B, int64_t in, int64_t out, int rank, bf16* packed);
 
 // rope.cu
-void rope_forward(const Context& ctx, bf16* x, const int32_t* pos, const float* inv_freq, int64_t rows, int heads,
-                  int head_dim);
+void rope_forward(const Context& ctx, bf16* x, const int32_t* pos, const float* inv_freq, int64_t rows,
+                  const RopeShape& shape);
 void rope_backward(const Context& ctx, bf16* dx, const int32_t* pos, const float* inv_freq, int64_t rows,
-                   int heads, int head_dim);
+                   const RopeShape& shape);
 
 // attention.cu
 void attention_forward(const Context& ctx, const bf16* q, const bf16* k, const bf16* v, const int32_t* key_offsets,

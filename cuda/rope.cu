@@ -1,11 +1,12 @@
 // Rotary position embedding in place on bf16 x [rows x heads x head_dim], Hugging Face layout:
-// for i < head_dim/2,
-//   (x_i, x_{i+h/2}) <- (x_i cos t - x_{i+h/2} sin t,  x_i sin t + x_{i+h/2} cos t),
-//   t = pos[row] * inv_freq[i].
-// The backward is the transpose: the same rotation by -t, applied to the gradient.
-// One block per row: its half-head of angles is computed once (in double, as on the CPU:
-// positions reach the tens of thousands, where an f32 product loses the low bits the cosine
-// depends on) into shared memory, then every head of the row is rotated from there.
+// of each head the first rot_dim dimensions rotate, for i < rot_dim/2,
+//   (x_i, x_{i+r/2}) <- s (x_i cos t - x_{i+r/2} sin t,  x_i sin t + x_{i+r/2} cos t),
+//   t = pos[row] * inv_freq[i],  s = shape.scale (LongRoPE's attention factor),
+// and dimensions rot_dim.. pass through (partial rotary, Phi-4-mini).
+// The backward is the transpose: the same scaled rotation by -t, applied to the gradient.
+// One block per row: its angles are computed once (in double, as on the CPU: positions reach
+// the tens of thousands, where an f32 product loses the low bits the cosine depends on) into
+// shared memory, then every head of the row is rotated from there.
 #include "ops.cuh"
 
 namespace diffuse {
@@ -13,15 +14,15 @@ namespace cuda {
 namespace {
 
 __global__ void rope_kernel(bf16* __restrict__ x, const int32_t* __restrict__ pos, const float* __restrict__ inv_freq,
-                            int heads, int head_dim, float sign) {
-  extern __shared__ float angles[];  // cos [half], then sign * sin [half]
-  const int half = head_dim / 2;
+                            int heads, int head_dim, int rot_dim, float scale, float sign) {
+  extern __shared__ float angles[];  // s cos [half], then sign s sin [half]
+  const int half = rot_dim / 2;
   const int64_t row = blockIdx.x;
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
     double s, c;
     sincos(static_cast<double>(pos[row]) * static_cast<double>(inv_freq[i]), &s, &c);
-    angles[i] = static_cast<float>(c);
-    angles[half + i] = sign * static_cast<float>(s);
+    angles[i] = static_cast<float>(c) * scale;
+    angles[half + i] = sign * static_cast<float>(s) * scale;
   }
   __syncthreads();
   bf16* xr = x + row * static_cast<int64_t>(heads) * head_dim;
@@ -35,26 +36,29 @@ __global__ void rope_kernel(bf16* __restrict__ x, const int32_t* __restrict__ po
   }
 }
 
-void rotate(const Context& ctx, bf16* x, const int32_t* pos, const float* inv_freq, int64_t rows, int heads,
-            int head_dim, float sign) {
-  if (rows <= 0 || heads <= 0 || head_dim <= 1) return;
-  require(head_dim % 2 == 0, "rope: head_dim must be even");
-  const int threads = static_cast<int>(std::clamp<int64_t>(round_up(int64_t{heads} * (head_dim / 2), 32), 32, 256));
-  const size_t shared = sizeof(float) * head_dim;
-  rope_kernel<<<static_cast<unsigned>(rows), threads, shared, ctx.stream>>>(x, pos, inv_freq, heads, head_dim, sign);
+void rotate(const Context& ctx, bf16* x, const int32_t* pos, const float* inv_freq, int64_t rows, const RopeShape& shape,
+            float sign) {
+  require(shape.rot_dim > 0 && shape.rot_dim % 2 == 0 && shape.rot_dim <= shape.head_dim,
+          "rope: rot_dim must be even, positive and at most head_dim");
+  if (rows <= 0 || shape.heads <= 0) return;
+  const int half = shape.rot_dim / 2;
+  const int threads = static_cast<int>(std::clamp<int64_t>(round_up(int64_t{shape.heads} * half, 32), 32, 256));
+  const size_t shared = sizeof(float) * shape.rot_dim;
+  rope_kernel<<<static_cast<unsigned>(rows), threads, shared, ctx.stream>>>(x, pos, inv_freq, shape.heads, shape.head_dim,
+                                                                            shape.rot_dim, shape.scale, sign);
   DIFFUSE_LAUNCH_CHECK(rope_kernel);
 }
 
 }  // namespace
 
-void rope_forward(const Context& ctx, bf16* x, const int32_t* pos, const float* inv_freq, int64_t rows, int heads,
-                  int head_dim) {
-  rotate(ctx, x, pos, inv_freq, rows, heads, head_dim, 1.f);
+void rope_forward(const Context& ctx, bf16* x, const int32_t* pos, const float* inv_freq, int64_t rows,
+                  const RopeShape& shape) {
+  rotate(ctx, x, pos, inv_freq, rows, shape, 1.f);
 }
 
-void rope_backward(const Context& ctx, bf16* dx, const int32_t* pos, const float* inv_freq, int64_t rows, int heads,
-                   int head_dim) {
-  rotate(ctx, dx, pos, inv_freq, rows, heads, head_dim, -1.f);
+void rope_backward(const Context& ctx, bf16* dx, const int32_t* pos, const float* inv_freq, int64_t rows,
+                   const RopeShape& shape) {
+  rotate(ctx, dx, pos, inv_freq, rows, shape, -1.f);
 }
 
 }  // namespace cuda

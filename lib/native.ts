@@ -18,11 +18,20 @@ export interface EngineConfig {
   rmsNormEps: number;
   ropeTheta: number;
   ropeScaling?: {
-    type: 'none' | 'linear' | 'llama3';
+    type: 'none' | 'linear' | 'llama3' | 'longrope';
     factor?: number;
     lowFreqFactor?: number;
     highFreqFactor?: number;
     originalMaxPositionEmbeddings?: number;
+    /**
+     * longrope (Phi-3): each frequency is divided by its short factor, or by its long factor
+     * in a forward whose largest position + 1 exceeds originalMaxPositionEmbeddings (a trie
+     * batch: its deepest node; a sampling session: its deepest row). rotaryDim / 2 values each.
+     */
+    shortFactor?: number[];
+    longFactor?: number[];
+    /** longrope: cos and sin are multiplied by this (transformers' attention_factor). */
+    attentionFactor?: number;
   };
   tieWordEmbeddings: boolean;
   attentionBias: boolean;
@@ -51,9 +60,11 @@ export interface EngineConfig {
   localRopeTheta?: number;
   /**
    * The checkpoint fuses q/k/v (qkv_proj) and gate/up (gate_up_proj), as Phi-3 does: the
-   * loader splits them; LoRA on the fused layers is not supported yet, so adapters are refused.
+   * loader splits them; LoRA adapts the fused layers under PEFT's names.
    */
   fusedProjections?: boolean;
+  /** Dimensions of each head RoPE rotates, the rest passing through (Phi-4-mini: ¾ of 128); absent: headDim. */
+  rotaryDim?: number;
 }
 
 /** Where one weight tensor comes from, under its Hugging Face name. */
@@ -214,8 +225,9 @@ export interface NativeOps {
     dA?: Float32Array;
     dB?: Float32Array;
   }): { dx: Float32Array; dA: Float32Array; dB: Float32Array };
-  ropeForward(x: Float32Array, pos: Int32Array, invFreq: Float32Array, heads: number, headDim: number): Float32Array;
-  ropeBackward(dx: Float32Array, pos: Int32Array, invFreq: Float32Array, heads: number, headDim: number): Float32Array;
+  /** Rotates the first rotaryDim (default headDim) dims of each head; cos and sin times scale (default 1). */
+  ropeForward(x: Float32Array, pos: Int32Array, invFreq: Float32Array, heads: number, headDim: number, rotaryDim?: number, scale?: number): Float32Array;
+  ropeBackward(dx: Float32Array, pos: Int32Array, invFreq: Float32Array, heads: number, headDim: number, rotaryDim?: number, scale?: number): Float32Array;
   attentionForward(
     q: Float32Array,
     k: Float32Array,

@@ -82,6 +82,13 @@ export interface GgufFile {
    * config cannot be known without them, so they are read with the header.
    */
   ropeFreqs?: Float32Array;
+  /**
+   * Phi-3's LongRoPE per-frequency factors (`rope_factors_long.weight` /
+   * `rope_factors_short.weight`), which llama.cpp's converter writes as tensors; read with the
+   * header for the same reason.
+   */
+  ropeFactorsLong?: Float32Array;
+  ropeFactorsShort?: Float32Array;
 }
 
 const MAGIC = 0x46554747; // "GGUF" little-endian
@@ -289,16 +296,23 @@ export async function readGguf(path: string): Promise<GgufFile> {
         length = Math.min(size, MAX_GGUF_HEADER_BYTES, length * 4);
       }
     }
-    const freqs = file.tensors.find((t) => t.name === 'rope_freqs.weight');
-    if (freqs) {
-      if (freqs.type !== 'F32' || freqs.dims.length !== 1 || freqs.dims[0] > MAX_ROPE_FREQS)
-        throw new ModelFormatError(path, "tensor 'rope_freqs.weight'", `must be a vector of at most ${MAX_ROPE_FREQS} F32 values, not ${freqs.type} [${freqs.dims.join(', ')}]`);
-      const bytes = await readAt(handle, freqs.offset, freqs.byteLength);
-      if (bytes.length < freqs.byteLength) throw new ModelFormatError(path, "tensor 'rope_freqs.weight'", 'the file ends inside its data');
-      const values = new Float32Array(freqs.dims[0]);
+    const vector = async (name: string): Promise<Float32Array | undefined> => {
+      const t = file.tensors.find((x) => x.name === name);
+      if (!t) return undefined;
+      if (t.type !== 'F32' || t.dims.length !== 1 || t.dims[0] > MAX_ROPE_FREQS)
+        throw new ModelFormatError(path, `tensor '${name}'`, `must be a vector of at most ${MAX_ROPE_FREQS} F32 values, not ${t.type} [${t.dims.join(', ')}]`);
+      const bytes = await readAt(handle, t.offset, t.byteLength);
+      if (bytes.length < t.byteLength) throw new ModelFormatError(path, `tensor '${name}'`, 'the file ends inside its data');
+      const values = new Float32Array(t.dims[0]);
       for (let i = 0; i < values.length; i++) values[i] = bytes.readFloatLE(4 * i);
-      file.ropeFreqs = values;
-    }
+      return values;
+    };
+    const freqs = await vector('rope_freqs.weight');
+    if (freqs) file.ropeFreqs = freqs;
+    const long = await vector('rope_factors_long.weight');
+    if (long) file.ropeFactorsLong = long;
+    const short = await vector('rope_factors_short.weight');
+    if (short) file.ropeFactorsShort = short;
     return file;
   } finally {
     await handle.close();

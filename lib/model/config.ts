@@ -5,7 +5,7 @@
  * (GeGLU, √d embeddings, (1 + w) norms), gemma2 (soft-caps, alternating window layers,
  * sandwich norms, query_pre_attn_scalar) and gemma3_text (q/k norms, layer_types, local and
  * global RoPE bases) and phi3 (fused qkv_proj / gate_up_proj, split at load; its window; its
- * longrope/su scaling and partial rotary dims are refused). Each is a set of EngineConfig
+ * longrope/su scaling and partial rotary dims). Each is a set of EngineConfig
  * switches over the one Llama graph.
  *
  * Every key transformers' config class for the model type reads is either honoured exactly or,
@@ -79,6 +79,8 @@ export function checkEngineConfig(config: EngineConfig, file: string): EngineCon
     throw new ModelFormatError(file, 'normWeightOffset', `must be 0 or 1, not ${config.normWeightOffset}`);
   if (config.slidingWindow !== undefined && (!Number.isSafeInteger(config.slidingWindow) || config.slidingWindow < 0))
     throw new ModelFormatError(file, 'slidingWindow', `must be a non-negative integer, not ${config.slidingWindow}`);
+  if (config.rotaryDim !== undefined && (!Number.isSafeInteger(config.rotaryDim) || config.rotaryDim <= 0 || config.rotaryDim % 2 !== 0 || config.rotaryDim > config.headDim))
+    throw new ModelFormatError(file, 'rotaryDim', `must be an even positive integer at most headDim ${config.headDim}, not ${config.rotaryDim}`);
   if (config.layerTypes !== undefined && config.layerTypes.length !== config.numLayers)
     throw new ModelFormatError(file, 'layerTypes', `must name ${config.numLayers} layers, not ${config.layerTypes.length}`);
   const s = config.ropeScaling;
@@ -86,6 +88,17 @@ export function checkEngineConfig(config: EngineConfig, file: string): EngineCon
     for (const key of ['factor', 'lowFreqFactor', 'highFreqFactor', 'originalMaxPositionEmbeddings'] as const) {
       const v = s[key];
       if (v !== undefined && (!Number.isFinite(v) || v <= 0)) throw new ModelFormatError(file, `ropeScaling.${key}`, `must be a positive finite number, not ${v}`);
+    }
+    if (s.type === 'longrope') {
+      const half = (config.rotaryDim ?? config.headDim) / 2;
+      for (const key of ['shortFactor', 'longFactor'] as const) {
+        const v = s[key];
+        if (!v || v.length !== half || !v.every((x) => Number.isFinite(x) && x > 0))
+          throw new ModelFormatError(file, `ropeScaling.${key}`, `must hold ${half} positive finite numbers (one per rotary frequency)`);
+      }
+      if (s.attentionFactor !== undefined && !(Number.isFinite(s.attentionFactor) && s.attentionFactor > 0))
+        throw new ModelFormatError(file, 'ropeScaling.attentionFactor', `must be a positive finite number, not ${s.attentionFactor}`);
+      if (s.originalMaxPositionEmbeddings === undefined) throw new ModelFormatError(file, 'ropeScaling.originalMaxPositionEmbeddings', 'is missing; longrope needs it');
     }
     if (s.type === 'llama3' && !((s.highFreqFactor ?? 4) > (s.lowFreqFactor ?? 1)))
       throw new ModelFormatError(file, 'ropeScaling.highFreqFactor', `must be above lowFreqFactor (${s.lowFreqFactor}), not ${s.highFreqFactor}`);
@@ -132,6 +145,15 @@ class HfReader {
     return this.num(key, 0, from, prefix);
   }
 
+  /** A list of positive numbers (LongRoPE's per-frequency factors). */
+  factors(key: string, from: Json, prefix: string): number[] {
+    const v = this.value(key, from);
+    if (v === undefined) this.fail(prefix + key, 'is missing; longrope scaling needs it');
+    if (!Array.isArray(v) || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > 0))
+      this.fail(prefix + key, `must be a list of positive numbers, not ${JSON.stringify(v).slice(0, 80)}`);
+    return v as number[];
+  }
+
   bool(key: string, fallback: boolean): boolean {
     const v = this.value(key);
     if (v === undefined) return fallback;
@@ -157,7 +179,7 @@ class HfReader {
    * RoPE theta and scaling: `rope_theta` + `rope_scaling` ({type | rope_type, factor, …}), or
    * the newer `rope_parameters` that holds both.
    */
-  rope(defaultTheta = 10000, from?: { params: Json; key: string }): { theta: number; scaling: RopeScaling } {
+  rope(defaultTheta = 10000, from?: { params: Json; key: string }, longropeNames = ['longrope', 'su']): { theta: number; scaling: RopeScaling } {
     const params = from ? from.params : this.object('rope_parameters');
     const scalingKey = from ? from.key : params ? 'rope_parameters' : 'rope_scaling';
     const scaling = params ?? this.object('rope_scaling');
@@ -184,7 +206,23 @@ class HfReader {
           },
         };
       default:
-        throw new UnsupportedError(`${this.file}: RoPE scaling '${typeValue}' (${scalingKey}) is not supported; diffuse supports the default, 'linear' and 'llama3'`);
+        if (longropeNames.includes(typeValue)) {
+          const factor = this.value('factor', scaling);
+          const attentionFactor = this.value('attention_factor', scaling);
+          const original = this.value('original_max_position_embeddings', scaling);
+          return {
+            theta,
+            scaling: {
+              type: 'longrope',
+              shortFactor: this.factors('short_factor', scaling, prefix),
+              longFactor: this.factors('long_factor', scaling, prefix),
+              ...(factor !== undefined ? { factor: this.num('factor', 0, scaling, prefix) } : {}),
+              ...(attentionFactor !== undefined ? { attentionFactor: this.num('attention_factor', 0, scaling, prefix) } : {}),
+              ...(original !== undefined ? { originalMaxPositionEmbeddings: this.num('original_max_position_embeddings', 0, scaling, prefix) } : {}),
+            },
+          };
+        }
+        throw new UnsupportedError(`${this.file}: RoPE scaling '${typeValue}' (${scalingKey}) is not supported; diffuse supports the default, 'linear', 'llama3' and 'longrope'`);
     }
   }
 
@@ -218,6 +256,29 @@ function periodicLayerTypes(layers: number, period: number): ('full_attention' |
   return Array.from({ length: layers }, (_, i) => ((i + 1) % period !== 0 ? 'sliding_attention' : 'full_attention'));
 }
 
+/**
+ * LongRoPE's remaining parameters as transformers fills them in (standardize_rope_params and
+ * _compute_longrope_parameters): the original context from the top-level
+ * original_max_position_embeddings when the config has one (Phi3Config always does, default
+ * 4096), else from the scaling dict, else max_position_embeddings; factor, when absent,
+ * max_position_embeddings / original; attention_factor, when absent, √(1 + ln factor / ln
+ * original) (1 when factor ≤ 1). Each factor list must have rotaryDim / 2 values.
+ */
+function longropeScaling(r: HfReader, fields: Json, arch: Architecture, s: RopeScaling, rotaryDim: number, partialKey: string): RopeScaling {
+  const maxPositions = r.int('max_position_embeddings', arch === 'phi3' ? 4096 : 0);
+  if (maxPositions === 0) r.fail('max_position_embeddings', 'is missing; longrope scaling needs it');
+  const original =
+    fields.original_max_position_embeddings != null || arch === 'phi3'
+      ? r.int('original_max_position_embeddings', 4096)
+      : (s.originalMaxPositionEmbeddings ?? maxPositions);
+  const factor = s.factor ?? maxPositions / original;
+  const attentionFactor = s.attentionFactor ?? (factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original)));
+  for (const [key, v] of [['short_factor', s.shortFactor], ['long_factor', s.longFactor]] as const)
+    if (v!.length !== rotaryDim / 2)
+      r.fail(`rope_scaling.${key}`, `has ${v!.length} values; the ${rotaryDim} rotary dims (head dim × ${partialKey}) need ${rotaryDim / 2}`);
+  return { type: 'longrope', shortFactor: s.shortFactor, longFactor: s.longFactor, originalMaxPositionEmbeddings: original, attentionFactor };
+}
+
 /** The EngineConfig of a parsed config.json; `file` is its path, for messages. */
 export function engineConfigFromHf(json: unknown, file: string): EngineConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ModelFormatError(file, undefined, 'must hold a JSON object');
@@ -241,10 +302,15 @@ export function engineConfigFromHf(json: unknown, file: string): EngineConfig {
   for (const key of ['num_experts', 'num_local_experts', 'n_routed_experts', 'moe_intermediate_size'])
     r.refuse(key, (v) => v === 0, 'mixture-of-experts layers are not supported');
   for (const key of ['resid_pdrop', 'embd_pdrop']) r.refuse(key, (v) => v === 0, 'the engine has no dropout (transformers applies it while training)');
-  r.refuse('partial_rotary_factor', (v) => v === 1, 'the engine rotates whole heads');
+  // Partial rotary dims: transformers' Phi-3 rotates the first int(head_dim · factor) dims of each
+  // head (rope_parameters' own factor first, then the top-level key); its other families' RoPE
+  // has no pass-through part.
   const ropeParams = r.object('rope_parameters');
-  if (ropeParams && ropeParams.partial_rotary_factor !== undefined && ropeParams.partial_rotary_factor !== 1)
-    throw new UnsupportedError(`${file}: rope_parameters.partial_rotary_factor ${JSON.stringify(ropeParams.partial_rotary_factor)} is not supported; the engine rotates whole heads`);
+  const partialKey = ropeParams?.partial_rotary_factor != null ? 'rope_parameters.partial_rotary_factor' : 'partial_rotary_factor';
+  const partial = ropeParams?.partial_rotary_factor ?? fields.partial_rotary_factor ?? 1;
+  if (partial !== 1 && arch !== 'phi3')
+    throw new UnsupportedError(`${file}: ${partialKey} ${JSON.stringify(partial)} is not supported for ${arch}; its RoPE rotates whole heads (Phi-3's partial rotary is supported)`);
+  if (typeof partial !== 'number' || !(partial > 0 && partial <= 1)) r.fail(partialKey, `must be a number in (0, 1], not ${JSON.stringify(partial)}`);
 
   // The MLP's activation: SiLU (SwiGLU) or tanh-GELU (GeGLU).
   const actKey = arch === 'gemma2' || arch === 'gemma3_text' ? 'hidden_activation' : 'hidden_act';
@@ -288,7 +354,11 @@ export function engineConfigFromHf(json: unknown, file: string): EngineConfig {
       rope = r.rope(1e6);
       localRopeTheta = r.num('rope_local_base_freq', 1e4);
     }
-  } else rope = r.rope();
+  } else rope = r.rope(10000, undefined, arch === 'phi3' ? ['longrope', 'su', 'yarn'] : undefined);  // Phi3Config renames su and yarn to longrope
+  const rotaryDim = Math.trunc(headDim * (partial as number));
+  if (rotaryDim % 2 !== 0 || rotaryDim === 0)
+    throw new UnsupportedError(`${file}: ${partialKey} ${partial} rotates ${rotaryDim} of each ${headDim}-wide head; RoPE needs an even, positive number of dims`);
+  if (rope.scaling.type === 'longrope') rope.scaling = longropeScaling(r, fields, arch, rope.scaling, rotaryDim, partialKey);
 
   // The sliding window and which layers use it, as transformers derives them.
   let slidingWindow = 0;
@@ -357,6 +427,7 @@ export function engineConfigFromHf(json: unknown, file: string): EngineConfig {
   }
   if (arch === 'qwen3' || arch === 'gemma3_text') config.qkNorm = true;
   if (arch === 'phi3') config.fusedProjections = true;
+  if (rotaryDim !== headDim) config.rotaryDim = rotaryDim;
   if (slidingWindow > 0) {
     config.slidingWindow = slidingWindow;
     if (layerTypes) config.layerTypes = layerTypes;
@@ -508,7 +579,10 @@ export function engineConfigFromGguf(gguf: GgufFile): EngineConfig {
   const valueLength = r.int('attention.value_length', headDim);
   if (valueLength !== headDim) throw new UnsupportedError(`${file}: ${name}.attention.value_length ${valueLength} differs from the key length ${headDim}; the engine needs them equal`);
   const ropeDims = r.int('rope.dimension_count', headDim);
-  if (ropeDims !== headDim) throw new UnsupportedError(`${file}: ${name}.rope.dimension_count ${ropeDims} rotates only part of each ${headDim}-wide head; the engine rotates whole heads`);
+  if (ropeDims !== headDim && arch !== 'phi3')
+    throw new UnsupportedError(`${file}: ${name}.rope.dimension_count ${ropeDims} rotates only part of each ${headDim}-wide head; the engine does that for phi3 only`);
+  if (ropeDims > headDim || ropeDims % 2 !== 0)
+    r.fail(`${name}.rope.dimension_count`, `must be even and at most the head dim ${headDim}, not ${ropeDims}`);
   const ropeTheta = r.num('rope.freq_base', 10000);
 
   let ropeScaling: RopeScaling = { type: 'none' };
@@ -540,6 +614,25 @@ export function engineConfigFromGguf(gguf: GgufFile): EngineConfig {
     vocabSize = r.int('vocab_size');
   }
 
+  // Phi-3's LongRoPE: llama.cpp's converter writes the factors as tensors, the original context
+  // and the attention factor as metadata.
+  if (gguf.ropeFactorsLong || gguf.ropeFactorsShort) {
+    if (arch !== 'phi3') throw new UnsupportedError(`${file}: has LongRoPE factor tensors (rope_factors_*) in a '${name}' model; the engine reads them for phi3 only`);
+    if (ropeScaling.type !== 'none' || gguf.ropeFreqs) throw new UnsupportedError(`${file}: has LongRoPE factors and another RoPE scaling; the engine applies one`);
+    for (const [tensor, v] of [['rope_factors_long.weight', gguf.ropeFactorsLong], ['rope_factors_short.weight', gguf.ropeFactorsShort]] as const) {
+      if (!v) throw new ModelFormatError(file, `tensor '${tensor}'`, 'is missing; LongRoPE needs both the long and the short factors');
+      if (v.length !== ropeDims / 2) throw new ModelFormatError(file, `tensor '${tensor}'`, `has ${v.length} values; ${ropeDims} rotary dims need ${ropeDims / 2}`);
+      if (!v.every((x) => Number.isFinite(x) && x > 0)) throw new ModelFormatError(file, `tensor '${tensor}'`, 'holds values that are not positive and finite');
+    }
+    ropeScaling = {
+      type: 'longrope',
+      shortFactor: Array.from(gguf.ropeFactorsShort!),
+      longFactor: Array.from(gguf.ropeFactorsLong!),
+      originalMaxPositionEmbeddings: r.int('rope.scaling.original_context_length'),
+      attentionFactor: r.num('rope.scaling.attn_factor', 1),
+    };
+  }
+
   const config: EngineConfig = {
     hiddenSize,
     intermediateSize: r.int('feed_forward_length'),
@@ -554,6 +647,7 @@ export function engineConfigFromGguf(gguf: GgufFile): EngineConfig {
     tieWordEmbeddings: !gguf.tensors.some((t) => t.name === 'output.weight'),
     attentionBias: arch === 'qwen2',
   };
+  if (ropeDims !== headDim) config.rotaryDim = ropeDims;
   Object.assign(config, ggufFamilySwitches(gguf, r, name, arch, config));
   return checkEngineConfig(config, file);
 }
@@ -609,14 +703,10 @@ function ggufFamilySwitches(gguf: GgufFile, r: GgufReader, name: string, arch: A
     if (gguf.metadata.has(`${name}.attention.sliding_window_pattern`)) out.layerTypes = pattern(0);
   }
   if (arch === 'qwen3' || arch === 'gemma3_text') out.qkNorm = true;
-  if (arch === 'phi3') {
-    out.fusedProjections = true;
-    const longrope = gguf.tensors.find((t) => t.name === 'rope_factors_long.weight' || t.name === 'rope_factors_short.weight');
-    if (longrope) throw new UnsupportedError(`${gguf.path}: has ${longrope.name} (Phi-3's longrope scaling); the engine supports none, linear and llama3 RoPE scaling`);
-  }
+  if (arch === 'phi3') out.fusedProjections = true;
   const attnFactor = num('rope.scaling.attn_factor');
-  if (attnFactor !== undefined && attnFactor !== 1)
-    throw new UnsupportedError(`${gguf.path}: ${name}.rope.scaling.attn_factor ${attnFactor} is not supported; the engine does not scale RoPE's cos/sin`);
+  if (attnFactor !== undefined && attnFactor !== 1 && c.ropeScaling?.type !== 'longrope')
+    throw new UnsupportedError(`${gguf.path}: ${name}.rope.scaling.attn_factor ${attnFactor} is not supported without LongRoPE factors; the engine scales RoPE's cos/sin for longrope only`);
   if (out.layerTypes && !out.layerTypes.includes('sliding_attention')) {
     delete out.slidingWindow;
     delete out.layerTypes;

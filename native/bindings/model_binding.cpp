@@ -58,6 +58,7 @@ ModelConfig parse_config(Napi::Env env, const Napi::Value& value) {
   if (!o.Get("slidingWindow").IsUndefined()) c.sliding_window = int_field(o, "slidingWindow");
   c.local_rope_theta = number_or(o, "localRopeTheta", 0);
   c.fused_projections = o.Get("fusedProjections").ToBoolean();
+  if (!o.Get("rotaryDim").IsUndefined()) c.rope_dim = int_field(o, "rotaryDim");
   Napi::Value types = o.Get("layerTypes");
   if (!types.IsUndefined()) {
     if (!types.IsArray()) throw_invalid(env, "model config: 'layerTypes' must be an array");
@@ -77,6 +78,20 @@ ModelConfig parse_config(Napi::Env env, const Napi::Value& value) {
     c.rope_scaling.low_freq_factor = number_or(r, "lowFreqFactor", 1);
     c.rope_scaling.high_freq_factor = number_or(r, "highFreqFactor", 4);
     c.rope_scaling.original_max_position_embeddings = number_or(r, "originalMaxPositionEmbeddings", 8192);
+    c.rope_scaling.attention_factor = number_or(r, "attentionFactor", 1);
+    auto factors = [&](const char* key, std::vector<double>& out) {
+      Napi::Value v = r.Get(key);
+      if (v.IsUndefined()) return;
+      if (!v.IsArray()) throw_invalid(env, std::string("model config: ropeScaling.") + key + " must be an array of numbers");
+      Napi::Array arr = v.As<Napi::Array>();
+      for (uint32_t i = 0; i < arr.Length(); ++i) {
+        Napi::Value e = arr.Get(i);
+        if (!e.IsNumber()) throw_invalid(env, std::string("model config: ropeScaling.") + key + "[" + std::to_string(i) + "] must be a number");
+        out.push_back(e.As<Napi::Number>().DoubleValue());
+      }
+    };
+    factors("shortFactor", c.rope_scaling.short_factor);
+    factors("longFactor", c.rope_scaling.long_factor);
   }
   return c;
 }

@@ -204,14 +204,17 @@ class OpsWrap : public Napi::ObjectWrap<OpsWrap> {
 
   Napi::Value Rope(const Napi::CallbackInfo& info, bool forward) {
     return guard(info.Env(), [&]() -> Napi::Value {
-      // (x, pos, invFreq, heads, headDim) -> rotated copy
+      // (x, pos, invFreq, heads, headDim[, rotaryDim[, scale]]) -> rotated copy
       const int64_t rows = len(info[1]);
       const int heads = static_cast<int>(num(info[3])), hd = static_cast<int>(num(info[4]));
+      const int rot = info.Length() > 5 && !info[5].IsUndefined() ? static_cast<int>(num(info[5])) : hd;
+      const float scale = info.Length() > 6 && !info[6].IsUndefined() ? info[6].As<Napi::Number>().FloatValue() : 1.f;
       auto x = act(info[0], "x");
       auto pos = i32(info[1], "pos");
       auto inv = f32(info[2], "invFreq");
-      if (forward) be_->rope_forward(x->data(), pos->as<int32_t>(), inv->as<float>(), rows, heads, hd);
-      else be_->rope_backward(x->data(), pos->as<int32_t>(), inv->as<float>(), rows, heads, hd);
+      const RopeShape shape{heads, hd, rot, scale};
+      if (forward) be_->rope_forward(x->data(), pos->as<int32_t>(), inv->as<float>(), rows, shape);
+      else be_->rope_backward(x->data(), pos->as<int32_t>(), inv->as<float>(), rows, shape);
       return act_out(*x, rows * heads * hd);
     });
   }

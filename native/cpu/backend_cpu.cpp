@@ -134,13 +134,11 @@ class CpuBackend final : public Backend {
                        const LoraGrads& grads, int64_t rows) override {
     lora_linear_backward(f(dy), f(x), W, lora, u, f(dx), accumulate, grads, rows);
   }
-  void rope_forward(void* x, const int32_t* pos, const float* inv_freq, int64_t rows, int heads,
-                    int head_dim) override {
-    diffuse::rope_forward(f(x), pos, inv_freq, rows, heads, head_dim);
+  void rope_forward(void* x, const int32_t* pos, const float* inv_freq, int64_t rows, const RopeShape& shape) override {
+    diffuse::rope_forward(f(x), pos, inv_freq, rows, shape);
   }
-  void rope_backward(void* dx, const int32_t* pos, const float* inv_freq, int64_t rows, int heads,
-                     int head_dim) override {
-    diffuse::rope_backward(f(dx), pos, inv_freq, rows, heads, head_dim);
+  void rope_backward(void* dx, const int32_t* pos, const float* inv_freq, int64_t rows, const RopeShape& shape) override {
+    diffuse::rope_backward(f(dx), pos, inv_freq, rows, shape);
   }
   void attention_forward(const void* q, const void* k, const void* v, const int32_t* key_offsets,
                          const int32_t* key_rows, const AttentionShape& shape, void* out,

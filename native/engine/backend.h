@@ -115,6 +115,16 @@ struct AttentionShape {
   float softcap = 0.f;   // > 0: scores s = cap tanh(scale q k^T / cap) (Gemma 2); 0: none
 };
 
+// Rotary embedding of rows of `heads` heads, each head_dim wide: its first rot_dim dimensions
+// rotate (rot_dim <= head_dim, even; Phi-4-mini rotates 3/4 of each head), the rest pass
+// through; cos and sin are multiplied by scale (LongRoPE's attention factor; 1 otherwise).
+struct RopeShape {
+  int heads = 0;
+  int head_dim = 0;
+  int rot_dim = 0;
+  float scale = 1.f;
+};
+
 struct AdamWParams {
   double lr = 5e-5;
   double beta1 = 0.9;
@@ -220,13 +230,14 @@ class Backend {
                                const LoraParams& lora, const float* u, void* dx, bool accumulate,
                                const LoraGrads& grads, int64_t rows) = 0;
 
-  // Rotary embedding in place on x [rows x heads x head_dim], Hugging Face layout (dimension
-  // i pairs with i + head_dim/2), angle pos[r] * inv_freq[i] for i < head_dim/2.
+  // Rotary embedding in place on x [rows x heads x head_dim], Hugging Face layout: of each
+  // head the first rot_dim dimensions rotate (i pairs with i + rot_dim/2, angle pos[r] *
+  // inv_freq[i] for i < rot_dim/2; cos and sin times shape.scale) and the rest pass through.
   virtual void rope_forward(void* x, const int32_t* pos, const float* inv_freq, int64_t rows,
-                            int heads, int head_dim) = 0;
-  // The transpose: rotates the gradient in place by the negative angle.
+                            const RopeShape& shape) = 0;
+  // The transpose: rotates the gradient in place by the negative angle (times the same scale).
   virtual void rope_backward(void* dx, const int32_t* pos, const float* inv_freq, int64_t rows,
-                             int heads, int head_dim) = 0;
+                             const RopeShape& shape) = 0;
 
   // out = softmax(scale q k^T over each row's key list) v, saving lse [q_rows x q_heads].
   virtual void attention_forward(const void* q, const void* k, const void* v,

@@ -9,14 +9,18 @@
 
 namespace diffuse {
 
-// RoPE frequency scaling: "none", "linear" (positions / factor) or "llama3" (Meta's
-// wavelength-dependent interpolation).
+// RoPE frequency scaling: "none", "linear" (positions / factor), "llama3" (Meta's
+// wavelength-dependent interpolation) or "longrope" (Phi-3: each frequency divided by its
+// short_factor, or by its long_factor once a forward reaches past
+// original_max_position_embeddings; cos and sin times attention_factor).
 struct RopeScaling {
   std::string type = "none";
   double factor = 1.0;
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   double original_max_position_embeddings = 8192.0;
+  std::vector<double> short_factor, long_factor;  // longrope: rot_dim / 2 each
+  double attention_factor = 1.0;                  // longrope: scales cos and sin
 };
 
 struct ModelConfig {
@@ -46,7 +50,8 @@ struct ModelConfig {
   int64_t sliding_window = 0;   // a windowed layer's query at position i sees keys at i - w < j <= i
   std::vector<uint8_t> sliding_layers;  // [layers] 1 = windowed; empty = all (when a window is set)
   double local_rope_theta = 0;  // RoPE base of windowed layers (Gemma 3); 0 means rope_theta
-  bool fused_projections = false;  // the checkpoint fuses q/k/v and gate/up (Phi-3); no LoRA yet
+  bool fused_projections = false;  // the checkpoint fuses q/k/v and gate/up (Phi-3)
+  int64_t rope_dim = 0;         // dimensions of each head RoPE rotates (Phi-4-mini: 3/4); 0 means head_dim
 
   bool layer_sliding(int64_t layer) const {
     return sliding_window > 0 && (sliding_layers.empty() || sliding_layers[layer] != 0);
@@ -56,10 +61,20 @@ struct ModelConfig {
   int64_t q_dim() const { return heads * head_dim; }
   int64_t kv_dim() const { return kv_heads * head_dim; }
   void validate() const;
-  // inv_freq[i] for i < head_dim / 2, with the scaling applied; `local` gives the windowed
-  // layers' frequencies (local_rope_theta, unscaled) when they have their own base.
-  std::vector<float> rope_inv_freq(bool local = false) const;
+  int64_t rotary_dim() const { return rope_dim > 0 ? rope_dim : head_dim; }
+  // inv_freq[i] for i < rotary_dim / 2, with the scaling applied; `local` gives the windowed
+  // layers' frequencies (local_rope_theta, unscaled) when they have their own base; `long_factors`
+  // LongRoPE's long set (else its short one).
+  std::vector<float> rope_inv_freq(bool local = false, bool long_factors = false) const;
   bool has_local_rope() const { return local_rope_theta > 0; }
+  bool longrope() const { return rope_scaling.type == "longrope"; }
+  // LongRoPE's choice, as transformers' longrope_frequency_update makes it for one forward:
+  // the long factors when the forward's largest position + 1 exceeds the original context.
+  bool rope_long(int64_t max_position) const {
+    return longrope() && static_cast<double>(max_position + 1) > rope_scaling.original_max_position_embeddings;
+  }
+  // The cos/sin scale of a global layer's RoPE (LongRoPE's attention factor; else 1).
+  float rope_scale(bool local) const { return longrope() && !(local && has_local_rope()) ? static_cast<float>(rope_scaling.attention_factor) : 1.f; }
 };
 
 // The adaptable linear layers of a block, in PEFT's names.

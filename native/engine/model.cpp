@@ -16,6 +16,7 @@ struct Model::Plan {
   int64_t rows = 0;
   BufferPtr tokens, positions, key_offsets, key_rows;
   BufferPtr window_offsets, window_rows;  // the key lists cut to the sliding window, when one is set
+  bool rope_long = false;  // LongRoPE's long factors: the batch's deepest position passes the original context
   EdgeSet edges;  // device pointers below
   BufferPtr parent_rows, edge_parent, edge_token, edge_weight;
   int64_t n_edges = 0;
@@ -99,6 +100,7 @@ Model::Plan Model::plan(const Batch& b, bool with_weights) const {
 
   p.tokens = upload_vector(be, b.tokens, "batch tokens");
   p.positions = upload_vector(be, depth, "batch positions");
+  p.rope_long = config_.rope_long(*std::max_element(depth.begin(), depth.end()));
   p.key_offsets = upload_vector(be, offsets, "attention key offsets");
   p.key_rows = upload_vector(be, keys, "attention key lists");
   p.parent_rows = upload_vector(be, parent_rows, "edge parents");
@@ -211,10 +213,16 @@ Model::Model(std::unique_ptr<Backend> backend, const ModelConfig& config,
   weights_ = load_weights(*backend_, config_, sources);
   inv_freq_ = upload_vector(*backend_, config_.rope_inv_freq(), "rope frequencies");
   if (config_.has_local_rope()) inv_freq_local_ = upload_vector(*backend_, config_.rope_inv_freq(true), "local rope frequencies");
+  if (config_.longrope()) inv_freq_long_ = upload_vector(*backend_, config_.rope_inv_freq(false, true), "long rope frequencies");
 }
 
-const float* Model::inv_freq(int layer) const {
-  return config_.layer_sliding(layer) && inv_freq_local_ ? inv_freq_local_->as<float>() : inv_freq_->as<float>();
+void Model::rope(int layer, bool long_factors, void* x, const int32_t* pos, int64_t rows, int64_t heads, bool backward) {
+  const bool local = config_.layer_sliding(layer) && inv_freq_local_;
+  const float* inv = (local ? inv_freq_local_ : long_factors && inv_freq_long_ ? inv_freq_long_ : inv_freq_)->as<float>();
+  const RopeShape shape{static_cast<int>(heads), static_cast<int>(config_.head_dim), static_cast<int>(config_.rotary_dim()),
+                        config_.rope_scale(local)};
+  if (backward) backend_->rope_backward(x, pos, inv, rows, shape);
+  else backend_->rope_forward(x, pos, inv, rows, shape);
 }
 
 AttentionShape Model::attention_shape(int64_t q_rows, int64_t kv_rows) const {
@@ -259,8 +267,8 @@ void Model::layer_forward(int l, const Plan& p, const Adapter* adapter, void* x,
     be.rmsnorm_forward(a.q_in->data(), lw.q_norm->data(), a.q->data(), a.rstd_q->as<float>(), T * c.heads, c.head_dim, eps);
     be.rmsnorm_forward(a.k_in->data(), lw.k_norm->data(), a.k->data(), a.rstd_k->as<float>(), T * c.kv_heads, c.head_dim, eps);
   }
-  be.rope_forward(a.q->data(), p.positions->as<int32_t>(), inv_freq(l), T, static_cast<int>(c.heads), static_cast<int>(c.head_dim));
-  be.rope_forward(a.k->data(), p.positions->as<int32_t>(), inv_freq(l), T, static_cast<int>(c.kv_heads), static_cast<int>(c.head_dim));
+  rope(l, p.rope_long, a.q->data(), p.positions->as<int32_t>(), T, c.heads, false);
+  rope(l, p.rope_long, a.k->data(), p.positions->as<int32_t>(), T, c.kv_heads, false);
   const bool windowed = c.layer_sliding(l);
   be.attention_forward(a.q->data(), a.k->data(), a.v->data(), (windowed ? p.window_offsets : p.key_offsets)->as<int32_t>(),
                        (windowed ? p.window_rows : p.key_rows)->as<int32_t>(), attention_shape(T, T), a.attn->data(), a.lse->as<float>());
@@ -438,8 +446,8 @@ StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& ob
     be.attention_backward(dattn->data(), A->q->data(), A->k->data(), A->v->data(), A->attn->data(), A->lse->as<float>(),
                           (windowed ? p.window_offsets : p.key_offsets)->as<int32_t>(), (windowed ? p.window_rows : p.key_rows)->as<int32_t>(),
                           shape, dq->data(), dk->data(), dv->data());
-    be.rope_backward(dq->data(), p.positions->as<int32_t>(), inv_freq(l), T, static_cast<int>(c.heads), static_cast<int>(c.head_dim));
-    be.rope_backward(dk->data(), p.positions->as<int32_t>(), inv_freq(l), T, static_cast<int>(c.kv_heads), static_cast<int>(c.head_dim));
+    rope(l, p.rope_long, dq->data(), p.positions->as<int32_t>(), T, c.heads, true);
+    rope(l, p.rope_long, dk->data(), p.positions->as<int32_t>(), T, c.kv_heads, true);
     if (c.qk_norm) {
       be.zero(dq_in->data(), T * c.q_dim() * a);
       be.zero(dk_in->data(), T * c.kv_dim() * a);
@@ -493,6 +501,7 @@ void Session::truncate(int64_t rows) {
   rows_ = rows;
   parents_.resize(static_cast<size_t>(rows));
   depth_.resize(static_cast<size_t>(rows));
+  tokens_.resize(static_cast<size_t>(rows));
 }
 
 int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<int32_t>& parents) {
@@ -511,6 +520,20 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
   std::vector<int32_t> depth = depth_;
   all_parents.insert(all_parents.end(), parents.begin(), parents.end());
   for (int64_t i = 0; i < n; ++i) depth.push_back(parents[i] < 0 ? 0 : depth[parents[i]] + 1);
+  // LongRoPE picks its factor set by the session's deepest row, as transformers picks it by the
+  // forward's largest position. When that choice changes, the cached keys were rotated with the
+  // other set: the whole session is recomputed, as transformers' Phi-3 drops its cache on
+  // crossing the original context (Phi3ForCausalLM.prepare_inputs_for_generation).
+  const bool want_long = c.rope_long(*std::max_element(depth.begin(), depth.end()));
+  if (base > 0 && want_long != rope_long_) {
+    std::vector<int32_t> all_tokens = tokens_;
+    all_tokens.insert(all_tokens.end(), tokens.begin(), tokens.end());
+    truncate(0);
+    rope_long_ = want_long;
+    append(all_tokens, all_parents);
+    return base;
+  }
+  rope_long_ = want_long;
   std::vector<int32_t> offsets, keys, w_offsets, w_keys;
   key_lists(all_parents, depth, static_cast<size_t>(base), 0, offsets, keys);
   if (c.sliding_window > 0) key_lists(all_parents, depth, static_cast<size_t>(base), c.sliding_window, w_offsets, w_keys);
@@ -560,8 +583,8 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
       be.rmsnorm_forward(q_in->data(), lw.q_norm->data(), q->data(), qk_rstd->as<float>(), n * c.heads, c.head_dim, eps);
       be.rmsnorm_forward(k_in->data(), lw.k_norm->data(), k_new, qk_rstd->as<float>(), n * c.kv_heads, c.head_dim, eps);
     }
-    be.rope_forward(q->data(), pos->as<int32_t>(), model_.inv_freq(l), n, static_cast<int>(c.heads), static_cast<int>(c.head_dim));
-    be.rope_forward(k_new, pos->as<int32_t>(), model_.inv_freq(l), n, static_cast<int>(c.kv_heads), static_cast<int>(c.head_dim));
+    model_.rope(l, rope_long_, q->data(), pos->as<int32_t>(), n, c.heads, false);
+    model_.rope(l, rope_long_, k_new, pos->as<int32_t>(), n, c.kv_heads, false);
     const bool windowed = c.layer_sliding(l);
     be.attention_forward(q->data(), k_cache_[l]->data(), v_cache_[l]->data(), (windowed ? wkoff : koff)->as<int32_t>(),
                          (windowed ? wkrows : krows)->as<int32_t>(), shape, attn->data(), lse->as<float>());
@@ -580,6 +603,7 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
                      c.hidden, static_cast<float>(c.rms_eps));
   parents_ = std::move(all_parents);
   depth_ = std::move(depth);
+  tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
   rows_ = base + n;
   return base;
 }

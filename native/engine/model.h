@@ -87,7 +87,9 @@ class Model {
   void layer_forward(int layer, const Plan& plan, const Adapter* adapter, void* x,
                      LayerActs& acts, Scratch& scratch);
   // The family switches, in one place each.
-  const float* inv_freq(int layer) const;  // the layer's RoPE frequencies (local or global)
+  // RoPE (or its backward) on rows of `heads` heads of q or k in a layer: the layer's
+  // frequencies (local or global; LongRoPE's long set when long_factors), rotary dims and scale.
+  void rope(int layer, bool long_factors, void* x, const int32_t* pos, int64_t rows, int64_t heads, bool backward);
   AttentionShape attention_shape(int64_t q_rows, int64_t kv_rows) const;
   void gate_forward(const void* gate, const void* up, void* h, int64_t n);  // SwiGLU or GeGLU
   void gate_backward(const void* dh, const void* gate, const void* up, void* dgate, void* dup, int64_t n);
@@ -98,6 +100,7 @@ class Model {
   Weights weights_;
   BufferPtr inv_freq_;
   BufferPtr inv_freq_local_;  // windowed layers' RoPE frequencies, when they have their own base
+  BufferPtr inv_freq_long_;   // LongRoPE's long-factor frequencies, when it is set
   size_t activation_budget_ = 0;
   bool budget_set_ = false;
   std::mutex mutex_;
@@ -129,6 +132,8 @@ class Session {
   int64_t capacity_ = 0;
   std::vector<int32_t> parents_;  // host copy, for walking ancestors
   std::vector<int32_t> depth_;
+  std::vector<int32_t> tokens_;   // host copy, to recompute the cache when LongRoPE switches
+  bool rope_long_ = false;        // the cached keys were rotated with LongRoPE's long factors
   std::vector<BufferPtr> k_cache_, v_cache_;  // per layer [capacity x kv_dim]
   BufferPtr hidden_;                          // final-normed hidden [capacity x hidden]
 };

@@ -79,6 +79,21 @@ describeCuda('CUDA ops match the CPU backend', () => {
     expect(relError(gpu.ropeBackward(x, pos, invFreq, heads, headDim), cpu.ropeBackward(x, pos, invFreq, heads, headDim))).toBeLessThan(1e-2);
   });
 
+  it('rope on 3/4 of each head with scaled cos/sin (Phi-4-mini partial rotary, LongRoPE attention factor)', () => {
+    const heads = 3;
+    const headDim = 128;
+    const rot = 96;
+    const pos = ints(next, 30, 0, 140000);
+    const x = normals(next, 30 * heads * headDim);
+    const invFreq = Float32Array.from({ length: rot / 2 }, (_, i) => 10000 ** (-2 * i / rot) / (1 + i));
+    const fwd = gpu.ropeForward(x, pos, invFreq, heads, headDim, rot, 1.19);
+    expect(relError(fwd, cpu.ropeForward(x, pos, invFreq, heads, headDim, rot, 1.19))).toBeLessThan(1e-2);
+    expect(relError(gpu.ropeBackward(x, pos, invFreq, heads, headDim, rot, 1.19), cpu.ropeBackward(x, pos, invFreq, heads, headDim, rot, 1.19))).toBeLessThan(1e-2);
+    // The pass-through dims are the input, rounded to bf16 on the device.
+    for (let r = 0; r < 30 * heads; r++)
+      for (let i = rot; i < headDim; i++) expect(Math.abs(fwd[r * headDim + i] - x[r * headDim + i])).toBeLessThanOrEqual(Math.abs(x[r * headDim + i]) / 128);
+  });
+
   it('soft-capped (Gemma 2) tree-masked attention forward and backward, windowed key lists', () => {
     const f = forest(next, 30, 40);
     const rows = f.parents.length;

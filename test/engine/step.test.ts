@@ -157,6 +157,35 @@ const shapes: { name: string; options: TinyModelOptions; finiteDifferences?: boo
   },
   // Phi-3: one LoRA over the fused q/k/v and one over gate/up (A shared, B split by rows).
   { name: 'Phi-3: LoRA on fused qkv_proj and gate_up_proj, window 4', options: { seed: 17, family: { fusedProjections: true, slidingWindow: 4 } }, finiteDifferences: true },
+  // Phi-4-mini: LongRoPE on the first 3/4 of each head. The trie reaches depth 8 > 6, so the long
+  // factors apply (and the session test's first append, 5 rows deep, starts on the short ones
+  // and must recompute its cache when the rest crosses over).
+  {
+    name: 'Phi-4-mini: LongRoPE past the original context (long factors, attention factor) on 12 of 16 dims per head, fused LoRA',
+    options: {
+      seed: 18,
+      headDim: 16,
+      family: {
+        fusedProjections: true,
+        rotaryDim: 12,
+        ropeScaling: { type: 'longrope', shortFactor: [1, 1.2, 1.5, 2, 3, 5], longFactor: [1.1, 2, 4, 9, 20, 40], originalMaxPositionEmbeddings: 6, attentionFactor: 1.19 },
+      },
+    },
+    finiteDifferences: true,
+  },
+  // Phi-3.5-mini: LongRoPE within the original context (short factors), whole heads.
+  {
+    name: 'Phi-3.5-mini: LongRoPE within the original context (short factors), window 4',
+    options: {
+      seed: 19,
+      family: {
+        fusedProjections: true,
+        slidingWindow: 4,
+        ropeScaling: { type: 'longrope', shortFactor: [1, 3, 7, 20], longFactor: [2, 4, 8, 16], originalMaxPositionEmbeddings: 64, attentionFactor: 1.3 },
+      },
+    },
+    finiteDifferences: false,
+  },
 ];
 
 describe.each(shapes)('the engine on a tiny model ($name)', ({ options, finiteDifferences }) => {

@@ -24,14 +24,17 @@ export interface ReferenceLora {
 
 const moduleNames = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 
-export function ropeInvFreq(c: EngineConfig, local = false): number[] {
-  const half = c.headDim / 2;
+/** Frequencies of the rotary dims; `long` picks LongRoPE's long factors. */
+export function ropeInvFreq(c: EngineConfig, local = false, long = false): number[] {
+  const dim = c.rotaryDim ?? c.headDim;
+  const half = dim / 2;
   const out: number[] = [];
   const theta = local && c.localRopeTheta ? c.localRopeTheta : c.ropeTheta;
   for (let i = 0; i < half; i++) {
-    let f = 1 / Math.pow(theta, (2 * i) / c.headDim);
+    let f = 1 / Math.pow(theta, (2 * i) / dim);
     const s = local && c.localRopeTheta ? undefined : c.ropeScaling;
     if (s?.type === 'linear') f /= s.factor ?? 1;
+    if (s?.type === 'longrope') f /= (long ? s.longFactor : s.shortFactor)![i];
     if (s?.type === 'llama3') {
       const factor = s.factor ?? 1, low = s.lowFreqFactor ?? 1, high = s.highFreqFactor ?? 4, old = s.originalMaxPositionEmbeddings ?? 8192;
       const wavelen = (2 * Math.PI) / f;
@@ -83,16 +86,17 @@ function rmsnorm(x: Float64Array, rows: number, d: number, w: ArrayLike<number>,
 const softcap = (x: number, cap: number | undefined) => (cap ? cap * Math.tanh(x / cap) : x);
 const geluTanh = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
 
-function rope(x: Float64Array, rows: number, heads: number, hd: number, pos: number[], inv: number[]): void {
-  const half = hd / 2;
+/** Rotates the first 2·inv.length dims of each head (the rest pass through), cos and sin times `scale`. */
+function rope(x: Float64Array, rows: number, heads: number, hd: number, pos: number[], inv: number[], scale: number): void {
+  const half = inv.length;
   for (let i = 0; i < rows; i++)
     for (let h = 0; h < heads; h++) {
       const base = (i * heads + h) * hd;
       for (let j = 0; j < half; j++) {
         const t = pos[i] * inv[j];
         const a = x[base + j], b = x[base + j + half];
-        x[base + j] = a * Math.cos(t) - b * Math.sin(t);
-        x[base + j + half] = a * Math.sin(t) + b * Math.cos(t);
+        x[base + j] = scale * (a * Math.cos(t) - b * Math.sin(t));
+        x[base + j + half] = scale * (a * Math.sin(t) + b * Math.cos(t));
       }
     }
 }
@@ -109,8 +113,12 @@ export function referenceEdgeLogProbs(m: ReferenceWeights, batch: NativeBatch, l
     depth.push(p < 0 ? 0 : depth[p] + 1);
     ancestors.push(p < 0 ? [r] : [...ancestors[p], r]);
   }
-  const globalInv = ropeInvFreq(c);
+  // LongRoPE: the long factors when the batch's deepest position + 1 passes the original context.
+  const s = c.ropeScaling;
+  const longrope = s?.type === 'longrope';
+  const globalInv = ropeInvFreq(c, false, longrope && Math.max(...depth) + 1 > s.originalMaxPositionEmbeddings!);
   const localInv = ropeInvFreq(c, true);
+  const globalScale = longrope ? (s.attentionFactor ?? 1) : 1;
   const off = c.normWeightOffset ?? 0;
   const eps = c.rmsNormEps;
   const scaleEmb = c.embeddingScale ?? 1;
@@ -128,7 +136,9 @@ export function referenceEdgeLogProbs(m: ReferenceWeights, batch: NativeBatch, l
   for (let l = 0; l < c.numLayers; l++) {
     const p = `model.layers.${l}.`;
     const sliding = !!c.slidingWindow && (!c.layerTypes || c.layerTypes[l] === 'sliding_attention');
-    const inv = sliding ? localInv : globalInv;
+    const local = sliding && !!c.localRopeTheta;
+    const inv = local ? localInv : globalInv;
+    const ropeScale = local ? 1 : globalScale;
     const xn = rmsnorm(x, T, d, m.tensor(p + 'input_layernorm.weight'), eps, off);
     let q = lin(l, 'q_proj', xn, d, qd);
     let k = lin(l, 'k_proj', xn, d, kvd);
@@ -137,8 +147,8 @@ export function referenceEdgeLogProbs(m: ReferenceWeights, batch: NativeBatch, l
       q = rmsnorm(q, T * c.numHeads, hd, m.tensor(p + 'self_attn.q_norm.weight'), eps, off);
       k = rmsnorm(k, T * c.numKvHeads, hd, m.tensor(p + 'self_attn.k_norm.weight'), eps, off);
     }
-    rope(q, T, c.numHeads, hd, depth, inv);
-    rope(k, T, c.numKvHeads, hd, depth, inv);
+    rope(q, T, c.numHeads, hd, depth, inv, ropeScale);
+    rope(k, T, c.numKvHeads, hd, depth, inv, ropeScale);
     const attnScale = c.attentionScale ?? 1 / Math.sqrt(hd);
     const attn = new Float64Array(T * qd);
     const group = c.numHeads / c.numKvHeads;

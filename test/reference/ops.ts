@@ -126,9 +126,12 @@ export function rmsnormBackward(dy: Vec, x: Vec, w: Vec, rows: number, dim: numb
   return dx;
 }
 
-/** Rotary embedding (Hugging Face layout) by sign * pos * invFreq, x [rows x heads x headDim]. */
-export function rope(x: Vec, pos: Vec, invFreq: Vec, heads: number, headDim: number, sign = 1): Float64Array {
-  const half = headDim / 2;
+/**
+ * Rotary embedding (Hugging Face layout) by sign * pos * invFreq, x [rows x heads x headDim]:
+ * the first rotaryDim dims of each head rotate, cos and sin times `scale`; the rest pass through.
+ */
+export function rope(x: Vec, pos: Vec, invFreq: Vec, heads: number, headDim: number, sign = 1, rotaryDim = headDim, scale = 1): Float64Array {
+  const half = rotaryDim / 2;
   const out = Float64Array.from(x);
   for (let r = 0; r < pos.length; ++r)
     for (let h = 0; h < heads; ++h) {
@@ -137,8 +140,8 @@ export function rope(x: Vec, pos: Vec, invFreq: Vec, heads: number, headDim: num
         const t = sign * pos[r] * invFreq[i];
         const a = x[base + i];
         const b = x[base + i + half];
-        out[base + i] = a * Math.cos(t) - b * Math.sin(t);
-        out[base + i + half] = a * Math.sin(t) + b * Math.cos(t);
+        out[base + i] = scale * (a * Math.cos(t) - b * Math.sin(t));
+        out[base + i + half] = scale * (a * Math.sin(t) + b * Math.cos(t));
       }
     }
   return out;
