@@ -126,7 +126,7 @@ Json bench_kernels(Backend& gpu, const Peaks& peaks, bool quick) {
     std::vector<float> inv(hd / 2);
     for (int i = 0; i < hd / 2; ++i) inv[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / hd));
     BufferPtr inv_freq = dv.f32(inv);
-    out.push(rate("rope forward (q)", time_op(gpu, [&] { gpu.rope_forward(x->data(), positions->as<int32_t>(), inv_freq->as<float>(), T, H, hd); }, 9, 2, 20),
+    out.push(rate("rope forward (q)", time_op(gpu, [&] { gpu.rope_forward(x->data(), positions->as<int32_t>(), inv_freq->as<float>(), T, RopeShape{static_cast<int>(H), static_cast<int>(hd), static_cast<int>(hd), 1.f}); }, 9, 2, 20),
                   0, 2.0 * T * d * 2, peaks));
   }
   {

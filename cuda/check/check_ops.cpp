@@ -282,15 +282,17 @@ void check_ops(Backend& cpu, Backend& gpu, Report& report) {
     for (int i = 0; i < rows; ++i) pos.push_back(rng.integer(0, 5000));
     std::vector<float> inv_freq;
     for (int i = 0; i < hd / 2; ++i) inv_freq.push_back(static_cast<float>(std::pow(10000.0, -2.0 * i / hd)));
-    for (bool forward : {true, false}) {
-      compare(report, cpu, gpu, std::string("rope 40 x 9 x 64 ") + (forward ? "forward" : "backward"), {"x"}, {1e-2},
-              [&](Dev& d) -> Outputs {
-                auto X = d.act(x), P = d.i32(pos), F = d.f32(inv_freq);
-                if (forward) d.be.rope_forward(X->data(), P->as<int32_t>(), F->as<float>(), rows, heads, hd);
-                else d.be.rope_backward(X->data(), P->as<int32_t>(), F->as<float>(), rows, heads, hd);
-                return {d.read_act(X, rows * heads * hd)};
-              });
-    }
+    // Whole heads, and Phi-4-mini's partial rotary (48 of 64 dims) with LongRoPE's scaled cos/sin.
+    for (const RopeShape shape : {RopeShape{heads, hd, hd, 1.f}, RopeShape{heads, hd, 48, 1.19f}})
+      for (bool forward : {true, false}) {
+        compare(report, cpu, gpu, "rope 40 x 9 x 64, rot " + std::to_string(shape.rot_dim) + (forward ? " forward" : " backward"), {"x"}, {1e-2},
+                [&](Dev& d) -> Outputs {
+                  auto X = d.act(x), P = d.i32(pos), F = d.f32(inv_freq);
+                  if (forward) d.be.rope_forward(X->data(), P->as<int32_t>(), F->as<float>(), rows, shape);
+                  else d.be.rope_backward(X->data(), P->as<int32_t>(), F->as<float>(), rows, shape);
+                  return {d.read_act(X, rows * heads * hd)};
+                });
+      }
   }
   check_attention(report, cpu, gpu, rng, "prompt 45 + trie 60, GQA 6/2, hd 64", 45, 60, 6, 2, 64, 0);
   check_attention(report, cpu, gpu, rng, "prompt 70 + trie 40, MHA 4, hd 128", 70, 40, 4, 4, 128, 0);

@@ -179,7 +179,7 @@ class HfReader {
    * RoPE theta and scaling: `rope_theta` + `rope_scaling` ({type | rope_type, factor, …}), or
    * the newer `rope_parameters` that holds both.
    */
-  rope(defaultTheta = 10000, from?: { params: Json; key: string }, longropeNames = ['longrope', 'su']): { theta: number; scaling: RopeScaling } {
+  rope(defaultTheta = 10000, from?: { params: Json; key: string }, longropeNames = ['longrope']): { theta: number; scaling: RopeScaling } {
     const params = from ? from.params : this.object('rope_parameters');
     const scalingKey = from ? from.key : params ? 'rope_parameters' : 'rope_scaling';
     const scaling = params ?? this.object('rope_scaling');
@@ -303,10 +303,11 @@ export function engineConfigFromHf(json: unknown, file: string): EngineConfig {
     r.refuse(key, (v) => v === 0, 'mixture-of-experts layers are not supported');
   for (const key of ['resid_pdrop', 'embd_pdrop']) r.refuse(key, (v) => v === 0, 'the engine has no dropout (transformers applies it while training)');
   // Partial rotary dims: transformers' Phi-3 rotates the first int(head_dim · factor) dims of each
-  // head (rope_parameters' own factor first, then the top-level key); its other families' RoPE
-  // has no pass-through part.
-  const ropeParams = r.object('rope_parameters');
-  const partialKey = ropeParams?.partial_rotary_factor != null ? 'rope_parameters.partial_rotary_factor' : 'partial_rotary_factor';
+  // head (the RoPE dict's own factor first — rope_parameters, or rope_scaling which becomes it —
+  // then the top-level key); its other families' RoPE has no pass-through part.
+  const ropeDictKey = r.object('rope_parameters') ? 'rope_parameters' : 'rope_scaling';
+  const ropeParams = r.object(ropeDictKey);
+  const partialKey = ropeParams?.partial_rotary_factor != null ? `${ropeDictKey}.partial_rotary_factor` : 'partial_rotary_factor';
   const partial = ropeParams?.partial_rotary_factor ?? fields.partial_rotary_factor ?? 1;
   if (partial !== 1 && arch !== 'phi3')
     throw new UnsupportedError(`${file}: ${partialKey} ${JSON.stringify(partial)} is not supported for ${arch}; its RoPE rotates whole heads (Phi-3's partial rotary is supported)`);
@@ -356,7 +357,7 @@ export function engineConfigFromHf(json: unknown, file: string): EngineConfig {
     }
   } else rope = r.rope(10000, undefined, arch === 'phi3' ? ['longrope', 'su', 'yarn'] : undefined);  // Phi3Config renames su and yarn to longrope
   const rotaryDim = Math.trunc(headDim * (partial as number));
-  if (rotaryDim % 2 !== 0 || rotaryDim === 0)
+  if (partial !== 1 && (rotaryDim % 2 !== 0 || rotaryDim === 0))
     throw new UnsupportedError(`${file}: ${partialKey} ${partial} rotates ${rotaryDim} of each ${headDim}-wide head; RoPE needs an even, positive number of dims`);
   if (rope.scaling.type === 'longrope') rope.scaling = longropeScaling(r, fields, arch, rope.scaling, rotaryDim, partialKey);
 

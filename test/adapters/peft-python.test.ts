@@ -109,7 +109,7 @@ describeLive(`PEFT and transformers on our adapters, live in ${python}${live ? '
   // Every family's tiny transformers-made model (test/fixtures/families): PEFT loads the adapter
   // we save onto transformers' model of that family and gives our target log-probabilities.
   it('PEFT reproduces our adapters on every model family', async () => {
-    const families = ['qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3']; // llama and mistral: the SmolLM2 test above
+    const families = ['qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'phi3_longrope', 'phi4_partial']; // llama and mistral: the SmolLM2 test above
     const fixtures = join(packageRoot, 'test', 'fixtures', 'families');
     const requests: object[] = [];
     const oursAll: number[][] = [];

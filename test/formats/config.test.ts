@@ -79,6 +79,23 @@ const phi3mini = {
   num_hidden_layers: 32, num_key_value_heads: 32, original_max_position_embeddings: 4096, pad_token_id: 32000, resid_pdrop: 0.0, rms_norm_eps: 1e-5,
   rope_scaling: null, rope_theta: 10000.0, sliding_window: 2047, tie_word_embeddings: false, torch_dtype: 'bfloat16', use_cache: true, vocab_size: 32064,
 };
+// Phi-3.5-mini-instruct and Phi-4-mini-instruct as published (their 48 factors shortened to a
+// pattern of the same length; the parse does not depend on the values).
+const factors48 = (start: number, step: number) => Array.from({ length: 48 }, (_, i) => start + step * i);
+const phi35mini = {
+  ...phi3mini, max_position_embeddings: 131072, sliding_window: 262144,
+  rope_scaling: { long_factor: factors48(1.08, 1.2), short_factor: factors48(1, 0.05), type: 'longrope' },
+};
+const phi4mini = {
+  architectures: ['Phi3ForCausalLM'], attention_bias: false, attention_dropout: 0.0, bos_token_id: 199999, embd_pdrop: 0.0, eos_token_id: 199999,
+  full_attn_mod: 1, hidden_act: 'silu', hidden_size: 3072, initializer_range: 0.02, intermediate_size: 8192, interpolate_factor: 1, lm_head_bias: false,
+  max_position_embeddings: 131072, mlp_bias: false, model_type: 'phi3', num_attention_heads: 24, num_hidden_layers: 32, num_key_value_heads: 8,
+  original_max_position_embeddings: 4096, pad_token_id: 199999, partial_rotary_factor: 0.75, resid_pdrop: 0.0, rms_norm_eps: 1e-5,
+  rope_scaling: { long_factor: factors48(1, 0.9), short_factor: factors48(1, 0.01), type: 'longrope' }, rope_theta: 10000.0, sliding_window: 262144,
+  tie_word_embeddings: true, torch_dtype: 'bfloat16', use_cache: true, vocab_size: 200064,
+};
+// transformers' default attention factor: sqrt(1 + ln(131072 / 4096) / ln 4096).
+const phiAttentionFactor = Math.sqrt(1 + Math.log(32) / Math.log(4096));
 const qwen3 = {
   architectures: ['Qwen3ForCausalLM'], attention_bias: false, attention_dropout: 0.0, bos_token_id: 151643, eos_token_id: 151645, head_dim: 128, hidden_act: 'silu',
   hidden_size: 1024, initializer_range: 0.02, intermediate_size: 3072, max_position_embeddings: 40960, max_window_layers: 28, model_type: 'qwen3',
@@ -98,6 +115,16 @@ describe('engineConfigFromHf', () => {
     ['Gemma-2-9B-it', gemma2_9b, { ...gemma2_9bEngine }],
     ['Gemma-3-1B-it', gemma3_1b, { ...gemma3_1bEngine }],
     ['Phi-3-mini-4k-instruct (fused projections, a window of 2047)', phi3mini, { hiddenSize: 3072, intermediateSize: 8192, numLayers: 32, numHeads: 32, numKvHeads: 32, headDim: 96, vocabSize: 32064, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: none, tieWordEmbeddings: false, attentionBias: false, fusedProjections: true, slidingWindow: 2047 }],
+    ['Phi-3.5-mini-instruct (LongRoPE)', phi35mini, {
+      hiddenSize: 3072, intermediateSize: 8192, numLayers: 32, numHeads: 32, numKvHeads: 32, headDim: 96, vocabSize: 32064, rmsNormEps: 1e-5, ropeTheta: 10000,
+      ropeScaling: { type: 'longrope', shortFactor: factors48(1, 0.05), longFactor: factors48(1.08, 1.2), originalMaxPositionEmbeddings: 4096, attentionFactor: phiAttentionFactor },
+      tieWordEmbeddings: false, attentionBias: false, fusedProjections: true, slidingWindow: 262144,
+    }],
+    ['Phi-4-mini-instruct (LongRoPE on 96 of 128 dims, tied)', phi4mini, {
+      hiddenSize: 3072, intermediateSize: 8192, numLayers: 32, numHeads: 24, numKvHeads: 8, headDim: 128, vocabSize: 200064, rmsNormEps: 1e-5, ropeTheta: 10000,
+      ropeScaling: { type: 'longrope', shortFactor: factors48(1, 0.01), longFactor: factors48(1, 0.9), originalMaxPositionEmbeddings: 4096, attentionFactor: phiAttentionFactor },
+      tieWordEmbeddings: true, attentionBias: false, fusedProjections: true, slidingWindow: 262144, rotaryDim: 96,
+    }],
     ['Qwen3-0.6B', qwen3, { hiddenSize: 1024, intermediateSize: 3072, numLayers: 28, numHeads: 16, numKvHeads: 8, headDim: 128, vocabSize: 151936, rmsNormEps: 1e-6, ropeTheta: 1e6, ropeScaling: none, tieWordEmbeddings: true, attentionBias: false, qkNorm: true }],
   ])('%s', (_, json, expected) => {
     expect(engineConfigFromHf(json, 'config.json')).toEqual(expected);
@@ -121,6 +148,29 @@ describe('engineConfigFromHf', () => {
     expect(engineConfigFromHf({ ...smollm2, rope_parameters: { rope_type: 'default', rope_theta: 5e5 } }, 'c.json')).toMatchObject({ ropeTheta: 5e5, ropeScaling: none });
   });
 
+  it("reads LongRoPE as transformers does: su and (for phi3) yarn are longrope; attention_factor, factor and the original context from the config", () => {
+    const scaling = (json: object) => engineConfigFromHf(json, 'c.json').ropeScaling;
+    const expected = engineConfigFromHf(phi35mini, 'c.json').ropeScaling;
+    expect(scaling({ ...phi35mini, rope_scaling: { ...phi35mini.rope_scaling, type: 'su' } })).toEqual(expected);
+    expect(scaling({ ...phi35mini, rope_scaling: { ...phi35mini.rope_scaling, type: 'yarn' } })).toEqual(expected);
+    // transformers 5's rope_parameters layout, as save_pretrained writes it.
+    const { rope_scaling: rs, ...rest } = phi35mini;
+    expect(scaling({ ...rest, rope_parameters: { ...rs, rope_type: 'longrope', rope_theta: 10000, original_max_position_embeddings: 4096 } })).toEqual(expected);
+    expect(scaling({ ...phi35mini, rope_scaling: { ...phi35mini.rope_scaling, attention_factor: 1.5 } })).toMatchObject({ attentionFactor: 1.5 });
+    expect(scaling({ ...phi35mini, rope_scaling: { ...phi35mini.rope_scaling, factor: 4 } })).toMatchObject({ attentionFactor: Math.sqrt(1 + Math.log(4) / Math.log(4096)) });
+    // No scaling beyond the original context: an attention factor of 1.
+    expect(scaling({ ...phi35mini, max_position_embeddings: 4096 })).toMatchObject({ attentionFactor: 1 });
+    // Phi3Config's top-level original_max_position_embeddings wins over the scaling dict's.
+    expect(scaling({ ...phi35mini, rope_scaling: { ...phi35mini.rope_scaling, original_max_position_embeddings: 99 } })).toMatchObject({ originalMaxPositionEmbeddings: 4096 });
+    // A Llama with longrope (transformers' generic LongRoPE): the dict's original context, else max_position_embeddings.
+    const half = (v: number) => Array.from({ length: 32 }, () => v);
+    const llamaLong = { ...smollm2, max_position_embeddings: 8192, rope_scaling: { rope_type: 'longrope', short_factor: half(1), long_factor: half(2), original_max_position_embeddings: 2048 } };
+    expect(scaling(llamaLong)).toEqual({ type: 'longrope', shortFactor: half(1), longFactor: half(2), originalMaxPositionEmbeddings: 2048, attentionFactor: Math.sqrt(1 + Math.log(4) / Math.log(2048)) });
+    expect(scaling({ ...llamaLong, rope_scaling: { ...llamaLong.rope_scaling, original_max_position_embeddings: undefined } })).toMatchObject({ originalMaxPositionEmbeddings: 8192, attentionFactor: 1 });
+    // partial_rotary_factor inside rope_parameters wins over the top-level key.
+    expect(engineConfigFromHf({ ...phi4mini, partial_rotary_factor: 0.5, rope_scaling: { ...phi4mini.rope_scaling, partial_rotary_factor: 0.75 } }, 'c.json').rotaryDim).toBe(96);
+  });
+
   it("runs a Llama with transformers' tanh-GELU as a GeGLU, as LlamaMLP's ACT2FN does", () => {
     expect(engineConfigFromHf({ ...smollm2, hidden_act: 'gelu_pytorch_tanh' }, 'c.json')).toMatchObject({ activation: 'gelu_tanh' });
     expect(engineConfigFromHf({ ...smollm2, hidden_act: 'gelu_pytorch_tanh' }, 'c.json').normWeightOffset).toBeUndefined();
@@ -140,12 +190,12 @@ describe('engineConfigFromHf', () => {
   it('refuses what the engine cannot run, naming it', () => {
     const unsupported: [object, RegExp][] = [
       [{ ...smollm2, model_type: 'phimoe' }, /model_type 'phimoe' is not supported/],
-      [{ ...phi3mini, rope_scaling: { type: 'longrope', short_factor: [1], long_factor: [1], original_max_position_embeddings: 4096 } }, /RoPE scaling 'longrope'/],
-      [{ ...phi3mini, rope_scaling: { type: 'su', short_factor: [1], long_factor: [1] } }, /RoPE scaling 'su'/],
-      [{ ...phi3mini, partial_rotary_factor: 0.75 }, /partial_rotary_factor 0.75 is not supported/],
+      [{ ...smollm2, partial_rotary_factor: 0.5 }, /partial_rotary_factor 0.5 is not supported for llama/],
+      [{ ...qwen3, rope_parameters: { rope_type: 'default', rope_theta: 1e6, partial_rotary_factor: 0.5 } }, /rope_parameters.partial_rotary_factor 0.5 is not supported for qwen3/],
+      [{ ...phi3mini, partial_rotary_factor: 0.7 }, /rotates 67 of each 96-wide head; RoPE needs an even/],
+      [{ ...smollm2, rope_scaling: { rope_type: 'su', short_factor: [1], long_factor: [1] } }, /RoPE scaling 'su'/],
       [{ ...phi3mini, resid_pdrop: 0.1 }, /resid_pdrop 0.1 is not supported; the engine has no dropout/],
       [{ ...smollm2, model_type: 'gemma3' }, /model_type 'gemma3' is not supported \(a Gemma 3 checkpoint with vision/],
-      [{ ...smollm2, rope_scaling: { rope_type: 'longrope', short_factor: [1], long_factor: [1] } }, /RoPE scaling 'longrope'/],
       [{ ...smollm2, attention_dropout: 0.1 }, /attention_dropout 0.1 is not supported; the engine has no dropout/],
       [{ ...smollm2, quantization_config: { quant_method: 'gptq' } }, /quantization_config .* is not supported/],
       [{ ...smollm2, auto_map: { AutoModelForCausalLM: 'x.Y' } }, /auto_map .* \(trust_remote_code\)/],
@@ -188,6 +238,11 @@ describe('engineConfigFromHf', () => {
       [{ ...smollm2, head_dim: 63 }, 'headDim', /even head dimension/],
       [{ ...smollm2, num_attention_heads: 7 }, 'head_dim', /not a multiple of the 7 heads/],
       [{ ...smollm2, vocab_size: 2 ** 30 }, 'vocabSize', /below 16777216/],
+      [{ ...phi35mini, rope_scaling: { ...phi35mini.rope_scaling, short_factor: [1, 2] } }, 'rope_scaling.short_factor', /has 2 values; the 96 rotary dims .* need 48/],
+      [{ ...phi4mini, rope_scaling: { ...phi4mini.rope_scaling, long_factor: factors48(1, 1).concat([1]) } }, 'rope_scaling.long_factor', /has 49 values; the 96 rotary dims/],
+      [{ ...phi35mini, rope_scaling: { ...phi35mini.rope_scaling, long_factor: undefined } }, 'rope_scaling.long_factor', /is missing; longrope scaling needs it/],
+      [{ ...phi35mini, rope_scaling: { ...phi35mini.rope_scaling, short_factor: factors48(0, 1) } }, 'rope_scaling.short_factor', /must be a list of positive numbers/],
+      [{ ...phi3mini, partial_rotary_factor: 'half' }, 'partial_rotary_factor', /must be a number in \(0, 1\]/],
     ];
     for (const [json, field, pattern] of malformed) {
       let error: unknown;

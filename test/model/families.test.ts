@@ -31,7 +31,7 @@ interface Fixture {
 }
 
 const dir = new URL('../fixtures/families/', import.meta.url).pathname;
-const families = ['llama', 'mistral', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3'];
+const families = ['llama', 'mistral', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'phi3_longrope', 'phi4_partial'];
 const prompts = new URL('../../data/tasks/reference/prompts/', import.meta.url).pathname;
 const configs = new URL('../../data/tasks/reference/configs/all/', import.meta.url).pathname;
 

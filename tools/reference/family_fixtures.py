@@ -3,7 +3,8 @@ target log-probs: the fixtures of test/model/families.test.ts.
 
     <pyenv>/bin/python tools/reference/family_fixtures.py --llama-cpp DIR [--out DIR] [--families ...]
 
-For each family (llama, mistral, qwen3, gemma, gemma2, gemma3_text, phi3) this builds the model class from a
+For each family (llama, mistral, qwen3, gemma, gemma2, gemma3_text, phi3, and Phi-3's RoPE variants
+phi3_longrope and phi4_partial) this builds the model class from a
 tiny config (windows of 4 positions, shorter than every test sequence; head dims apart from
 hidden / heads where the family allows it), draws every parameter at random — norm weights too,
 around 0 for Gemma's (1 + w) norms and around 1 for the others, so a mix-up shows — and writes:
@@ -112,6 +113,24 @@ FAMILIES = {
                  lora=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
                  config=dict(sliding_window=4, tie_word_embeddings=False, rope_theta=10000.0, resid_pdrop=0.0, embd_pdrop=0.0,
                              original_max_position_embeddings=64)),
+    # Phi-3.5-mini's LongRoPE: short != long factors per frequency; every test sequence (8 to 144
+    # positions) is longer than original_max_position_embeddings 4, so transformers picks the long
+    # factors, with its default attention factor sqrt(1 + ln(64/4) / ln 4).
+    "phi3_longrope": dict(cls="Phi3ForCausalLM", cfg="Phi3Config", template=PHI3_TEMPLATE, gguf=True,
+                          lora=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+                          config=dict(sliding_window=None, tie_word_embeddings=False, rope_theta=10000.0, resid_pdrop=0.0,
+                                      embd_pdrop=0.0, max_position_embeddings=64, original_max_position_embeddings=4,
+                                      rope_scaling={"type": "longrope", "short_factor": [1.0, 1.3, 2.1, 4.5],
+                                                    "long_factor": [1.2, 3.0, 9.0, 31.0]})),
+    # Phi-4-mini: partial_rotary_factor 0.75 (12 of 16 dims per head), LongRoPE, tied embeddings.
+    # Every test sequence is within original_max_position_embeddings 256: the short factors.
+    "phi4_partial": dict(cls="Phi3ForCausalLM", cfg="Phi3Config", template=PHI3_TEMPLATE, gguf=True,
+                         lora=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+                         config=dict(hidden_size=64, sliding_window=None, tie_word_embeddings=True, rope_theta=10000.0,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, max_position_embeddings=1024,
+                                     original_max_position_embeddings=256, partial_rotary_factor=0.75,
+                                     rope_scaling={"type": "longrope", "short_factor": [1.0, 1.4, 2.5, 6.0, 13.0, 30.0],
+                                                   "long_factor": [1.1, 2.0, 4.0, 9.0, 27.0, 64.0]})),
 }
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<|im_start|>", "<|im_end|>", "<|system|>", "<|user|>",
