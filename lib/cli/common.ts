@@ -31,14 +31,44 @@ export interface ModelOptions {
   model: string;
   device: Device;
   threads?: number;
+  /** --chat-template-arg, collected. */
+  chatTemplateArg?: Record<string, unknown>;
 }
 
-/** --model, --device, --threads on a command. */
+export const CHAT_TEMPLATE_ARG_HELP =
+  "a variable for the model's chat template, as transformers' chat_template_kwargs: NAME=VALUE with a JSON value, repeatable (e.g. enable_thinking=false: Qwen3 without its thinking block)";
+
+/** --model, --device, --threads, --chat-template-arg on a command. */
 export function addModelOptions(command: Command): Command {
   return command
     .option('-m, --model <spec>', `a model name, .gguf file, Hugging Face directory or hub id (org/name)`, DEFAULT_MODEL)
     .option('--device <device>', "where to run: auto, cpu, cuda or cuda:N", 'auto')
-    .option('--threads <n>', 'CPU threads (default: all cores)', (v) => parsePositiveInt(v, '--threads'));
+    .option('--threads <n>', 'CPU threads (default: all cores)', (v) => parsePositiveInt(v, '--threads'))
+    .option('--chat-template-arg <name=value>', CHAT_TEMPLATE_ARG_HELP, parseChatTemplateArg);
+}
+
+/**
+ * One --chat-template-arg NAME=VALUE added to those before it. The value is JSON (true, false,
+ * null, a number, "a string", a list or an object), so a typo such as enable_thinking=flase is
+ * an error rather than a string the template would take as true.
+ */
+export function parseChatTemplateArg(arg: string, previous: Record<string, unknown> = {}): Record<string, unknown> {
+  const at = arg.indexOf('=');
+  const name = at < 0 ? '' : arg.slice(0, at).trim();
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+    throw new DiffuseError('INVALID_ARGUMENT', `--chat-template-arg must be NAME=VALUE with NAME a template variable (letters, digits, _), not '${arg}'`);
+  const text = arg.slice(at + 1).trim();
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new DiffuseError(
+      'INVALID_ARGUMENT',
+      `--chat-template-arg ${name}: the value must be JSON (true, false, null, a number, or a quoted string such as ${name}='"text"'), not '${text}'`,
+    );
+  }
+  if (name in previous) throw new DiffuseError('INVALID_ARGUMENT', `--chat-template-arg ${name} is given twice`);
+  return { ...previous, [name]: value };
 }
 
 export function parsePositiveInt(value: string, flag: string): number {
@@ -65,7 +95,12 @@ export async function loadCliModel(options: ModelOptions, quiet: boolean): Promi
     if (!quiet) process.stderr.write(`${line}\n`);
   };
   const started = Date.now();
-  const model = await loadModel(options.model, { device: options.device, threads: options.threads, progress: new Progress({ json: quiet }) });
+  const model = await loadModel(options.model, {
+    device: options.device,
+    threads: options.threads,
+    chatTemplateKwargs: options.chatTemplateArg,
+    progress: new Progress({ json: quiet }),
+  });
   say(`loaded ${options.model} on ${model.device} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return model;
 }

@@ -27,6 +27,12 @@ export interface LoadModelOptions extends ResolveOptions {
    * CPU widens them inside its GEMM, bit-identical to 'f32', which widens everything at load.
    */
   weights?: 'stored' | 'f32';
+  /**
+   * Variables for every render of the model's chat template, as transformers'
+   * chat_template_kwargs: e.g. { enable_thinking: false } for Qwen3 (whose template otherwise
+   * lets the model think first). Absent: the template's own defaults, as in transformers.
+   */
+  chatTemplateKwargs?: Record<string, unknown>;
 }
 
 /** Random weights of a known shape: a preset (see presets.ts: llama-2-7b, llama-3.1-8b, gemma-7b, gemma-2-9b, qwen2.5-7b, …) or a config. */
@@ -62,6 +68,8 @@ export async function createNativeModel(config: EngineConfig, tensors: TensorSou
 export async function loadModel(spec: string | RandomModelSpec, options: LoadModelOptions = {}): Promise<Model> {
   if (typeof spec !== 'string') {
     if (spec?.randomInit !== true) throw new InvalidArgumentError('loadModel(spec) takes a model name, path or hub id, or { config, randomInit: true }');
+    if (options.chatTemplateKwargs && Object.keys(options.chatTemplateKwargs).length > 0)
+      throw new InvalidArgumentError('a random-init model has no tokenizer or chat template, so chatTemplateKwargs cannot apply');
     const config = typeof spec.config === 'string' ? preset(spec.config) : spec.config;
     const nativeModel = await createNativeModel(config, initTensorSources(config, { seed: spec.seed ?? 0, dtype: initDtype(spec.dtype ?? 'f32') }), options);
     return new Model(`random:${typeof spec.config === 'string' ? spec.config : 'config'}`, config, nativeModel, undefined);
@@ -69,6 +77,7 @@ export async function loadModel(spec: string | RandomModelSpec, options: LoadMod
   const source = await resolveModel(spec, options);
   const files = await loadModelSpec(source.format === 'gguf' ? source.path : source.dir);
   const tokenizer = files.gguf ? tokenizerFromGguf(files.gguf) : await tokenizerFromHfDirectory(files.path);
+  if (options.chatTemplateKwargs) tokenizer.setChatTemplateKwargs(options.chatTemplateKwargs);
   const nativeModel = await createNativeModel(files.config, files.tensors, options);
   return new Model(spec, files.config, nativeModel, tokenizer);
 }

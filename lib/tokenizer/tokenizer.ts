@@ -99,6 +99,9 @@ function idInJson(json: TokenizerJson, token: string): number | undefined {
   return undefined;
 }
 
+/** Template variables diffuse sets itself (transformers passes them too). */
+const RESERVED_TEMPLATE_VARIABLES = ['messages', 'add_generation_prompt', 'tools', 'documents'];
+
 /** A model's tokenizer and chat template (from tokenizer.json or a GGUF's metadata), encoding exactly as the model was trained. */
 export class Tokenizer {
   /** The directory or file it was read from. */
@@ -118,6 +121,7 @@ export class Tokenizer {
   /** The chat template (Jinja), when the model has one. */
   readonly chatTemplate: ChatTemplate | undefined;
   private readonly hf: JsTokenizer;
+  private templateKwargs: Readonly<Record<string, unknown>> = {};
 
   constructor(spec: TokenizerSpec) {
     this.source = spec.source;
@@ -187,13 +191,36 @@ export class Tokenizer {
     return this.hf.id_to_token(id);
   }
 
+  /**
+   * Variables every render of the chat template gets, as transformers' apply_chat_template
+   * takes extra keyword arguments (chat_template_kwargs): e.g. { enable_thinking: false } for
+   * Qwen3. A call's own `variables` override them. Names the template is already given
+   * (messages, add_generation_prompt, tools, documents) are refused.
+   */
+  get chatTemplateKwargs(): Readonly<Record<string, unknown>> {
+    return this.templateKwargs;
+  }
+
+  setChatTemplateKwargs(kwargs: Record<string, unknown>): void {
+    if (typeof kwargs !== 'object' || kwargs === null || Array.isArray(kwargs))
+      throw new InvalidArgumentError(`chat template kwargs must be an object of variable names to values, not ${JSON.stringify(kwargs)}`);
+    for (const key of Object.keys(kwargs)) {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new InvalidArgumentError(`chat template variable ${JSON.stringify(key)} is not a Jinja name (letters, digits and _)`);
+      if (RESERVED_TEMPLATE_VARIABLES.includes(key))
+        throw new InvalidArgumentError(`chat template variable '${key}' is set by diffuse itself (${RESERVED_TEMPLATE_VARIABLES.join(', ')} are), so it cannot be passed`);
+    }
+    if (Object.keys(kwargs).length > 0 && !this.chatTemplate)
+      throw new UnsupportedError(`${this.source} has no chat template, so chat template variables (${Object.keys(kwargs).join(', ')}) have nothing to apply to`);
+    this.templateKwargs = Object.freeze({ ...kwargs });
+  }
+
   /** The chat rendered as text by the model's template (transformers' apply_chat_template(tokenize=False)). */
   applyChatTemplate(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): string {
     if (!this.chatTemplate)
       throw new UnsupportedError(
         `${this.source} has no chat template (no chat_template in tokenizer_config.json, chat_template.jinja or the GGUF's tokenizer.chat_template); use an instruction-tuned model that has one`,
       );
-    return this.chatTemplate.render(messages, options);
+    return this.chatTemplate.render(messages, { ...options, variables: { ...this.templateKwargs, ...options.variables } });
   }
 
   /** The chat's token ids, as transformers' apply_chat_template(tokenize=True): render, then encode without special tokens. */

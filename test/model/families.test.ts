@@ -24,7 +24,14 @@ interface Fixture {
   family: string;
   prompt_token_ids: number[];
   targets: { token_ids: number[]; token_logprobs: number[]; logprob: number }[];
-  chat: { file: string; prompt_token_ids: number[]; targets: { target: string; token_ids: number[]; logprob: number }[]; lora_logprobs: number[] };
+  chat: {
+    file: string;
+    prompt_token_ids: number[];
+    targets: { target: string; token_ids: number[]; logprob: number }[];
+    lora_logprobs: number[];
+    /** The same through apply_chat_template(..., **kwargs) (qwen3: enable_thinking=False). */
+    with_kwargs?: { kwargs: Record<string, unknown>; prompt_token_ids: number[]; targets: { target: string; token_ids: number[]; logprob: number }[] };
+  };
   gguf: string | null;
   /** The same model in bfloat16, sharded, with transformers' log-probs of those weights. */
   bf16_sharded?: { dir: string; logprobs: number[] };
@@ -113,6 +120,63 @@ describe.each(families)('the %s family against transformers', (family) => {
     } finally {
       model.dispose();
     }
+  });
+});
+
+// Qwen3's shipped template: by default the assistant turn opens with an empty thinking block
+// ("<think>\n\n</think>\n\n", part of every target); with enable_thinking=false the
+// generation prompt carries it instead and targets are the answer alone.
+describe("Qwen3's shipped chat template, with transformers' defaults and enable_thinking=false", () => {
+  let fixture: Fixture;
+  let request: { request: string; targets: string[]; response?: string[] };
+  beforeAll(async () => {
+    fixture = JSON.parse(await readFile(`${dir}qwen3.json`, 'utf8'));
+    request = JSON.parse(await readFile(`${prompts}${fixture.chat.file}`, 'utf8'));
+  });
+
+  it('renders the thinking block as transformers does, and enable_thinking=false (a load option or per call) moves it into the prompt', async () => {
+    const think = fixture.chat.targets[0].token_ids.slice(0, 6);
+    const noThinking = fixture.chat.with_kwargs!;
+    expect(noThinking.kwargs).toEqual({ enable_thinking: false });
+    expect(noThinking.prompt_token_ids).toEqual([...fixture.chat.prompt_token_ids, ...think]);
+    const model = await loadModel(`${dir}qwen3`, { device: 'cpu', threads: 1, progress: new Progress({ mode: 'silent' }), chatTemplateKwargs: { enable_thinking: false } });
+    try {
+      expect(model.tokenizer!.applyChatTemplate([{ role: 'user', content: 'hi' }], { addGenerationPrompt: true })).toBe('<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n');
+      const [prepared] = model.prepare([request]);
+      expect(prepared.promptTokens).toEqual(noThinking.prompt_token_ids);
+      const ours = new Map((await model.targetLogProbs(request)).targets.map((t) => [t.target, t]));
+      let worst = 0;
+      for (const ref of noThinking.targets) {
+        expect(ours.get(ref.target)!.tokens).toEqual(ref.token_ids);
+        worst = Math.max(worst, Math.abs(ours.get(ref.target)!.logprob - ref.logprob));
+      }
+      expect(worst).toBeLessThanOrEqual(1e-4);
+      // A call's own variables override the model's: the template's default again.
+      const [thinking] = model.prepare([request], { chatTemplateKwargs: { enable_thinking: true } });
+      expect(thinking.promptTokens).toEqual(fixture.chat.prompt_token_ids);
+      expect(thinking.sequences[0].tokens.slice(0, 6)).toEqual(think);
+      expect(() => model.tokenizer!.setChatTemplateKwargs({ messages: [] })).toThrow(/'messages' is set by diffuse itself/);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('takes --chat-template-arg enable_thinking=false on the command line, and refuses a value that is not JSON', async () => {
+    const args = ['logprobs', '--model', `${dir}qwen3`, '--task', `${prompts}${fixture.chat.file}`, '--threads', '1', '--json'];
+    const { code, stdout, stderr } = await runCli([...args, '--chat-template-arg', 'enable_thinking=false']);
+    expect(stderr).not.toContain('internal error');
+    expect(code).toBe(0);
+    const got = new Map((JSON.parse(stdout).tasks[0].targets as { target: string; tokens: number[]; logprob: number }[]).map((t) => [t.target, t]));
+    for (const ref of fixture.chat.with_kwargs!.targets) {
+      expect(got.get(ref.target)!.tokens).toEqual(ref.token_ids);
+      expect(Math.abs(got.get(ref.target)!.logprob - ref.logprob)).toBeLessThanOrEqual(1e-4);
+    }
+    const typo = await runCli([...args, '--chat-template-arg', 'enable_thinking=flase']);
+    expect(typo.code).toBe(1);
+    expect(typo.stderr).toMatch(/--chat-template-arg enable_thinking: the value must be JSON .* not 'flase'/);
+    const unnamed = await runCli([...args, '--chat-template-arg', 'false']);
+    expect(unnamed.code).toBe(1);
+    expect(unnamed.stderr).toMatch(/--chat-template-arg must be NAME=VALUE/);
   });
 });
 

@@ -23,6 +23,9 @@ around 0 for Gemma's (1 + w) norms and around 1 for the others, so a mix-up show
                          template (apply_chat_template; targets are the tokens of the whole chat
                          after the generation prompt's): each (prompt + target) run alone in
                          float32 with eager attention, log-softmax in float64, summed in float64.
+                         qwen3 carries Qwen3's shipped template (its thinking block), rendered
+                         with apply_chat_template's defaults and again with enable_thinking=False
+                         ("chat.with_kwargs").
   <out>/<family>-lora/   a PEFT LoRA adapter (r 2, alpha 4, on every linear layer under PEFT's
                          module names, A and B random), with the task's log-probs under it in
                          <family>.json ("chat.lora_logprobs"); for phi3 on its fused qkv_proj
@@ -87,13 +90,110 @@ MISTRAL_TEMPLATE = (
     "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
 )
 
+# Qwen3's chat template as the Qwen/Qwen3 repositories ship it (tokenizer_config.json of
+# Qwen3-0.6B, 8B, 14B): its thinking block — an assistant turn after the last user query renders
+# "<think>\n...\n</think>\n\n" before its content, and the generation prompt closes an empty
+# one when enable_thinking is false. Reproduced verbatim (no copy was available offline; this is
+# the shipped text, checked against a public copy of it).
+QWEN3_TEMPLATE = r'''{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0].role == 'system' %}
+        {{- messages[0].content + '\n\n' }}
+    {%- endif %}
+    {{- "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0].role == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}
+{%- for message in messages[::-1] %}
+    {%- set index = (messages|length - 1) - loop.index0 %}
+    {%- if ns.multi_step_tool and message.role == "user" and message.content is string and not(message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}
+        {%- set ns.multi_step_tool = false %}
+        {%- set ns.last_query_index = index %}
+    {%- endif %}
+{%- endfor %}
+{%- for message in messages %}
+    {%- if message.content is string %}
+        {%- set content = message.content %}
+    {%- else %}
+        {%- set content = '' %}
+    {%- endif %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) %}
+        {{- '<|im_start|>' + message.role + '\n' + content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {%- set reasoning_content = '' %}
+        {%- if message.reasoning_content is string %}
+            {%- set reasoning_content = message.reasoning_content %}
+        {%- else %}
+            {%- if '</think>' in content %}
+                {%- set reasoning_content = content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') %}
+                {%- set content = content.split('</think>')[-1].lstrip('\n') %}
+            {%- endif %}
+        {%- endif %}
+        {%- if loop.index0 > ns.last_query_index %}
+            {%- if loop.last or (not loop.last and reasoning_content) %}
+                {{- '<|im_start|>' + message.role + '\n<think>\n' + reasoning_content.strip('\n') + '\n</think>\n\n' + content.lstrip('\n') }}
+            {%- else %}
+                {{- '<|im_start|>' + message.role + '\n' + content }}
+            {%- endif %}
+        {%- else %}
+            {{- '<|im_start|>' + message.role + '\n' + content }}
+        {%- endif %}
+        {%- if message.tool_calls %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if (loop.first and content) or (not loop.first) %}
+                    {{- '\n' }}
+                {%- endif %}
+                {%- if tool_call.function %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {{- '<tool_call>\n{"name": "' }}
+                {{- tool_call.name }}
+                {{- '", "arguments": ' }}
+                {%- if tool_call.arguments is string %}
+                    {{- tool_call.arguments }}
+                {%- else %}
+                    {{- tool_call.arguments | tojson }}
+                {%- endif %}
+                {{- '}\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\n\n</think>\n\n' }}
+    {%- endif %}
+{%- endif %}'''
+
 FAMILIES = {
     # Converted as 'llama' with LlamaModel.permute on Q and K, which the loader must undo.
     "llama": dict(cls="LlamaForCausalLM", cfg="LlamaConfig", template=LLAMA2_TEMPLATE, gguf=True,
                   config=dict(head_dim=8, tie_word_embeddings=False, rope_theta=500.0)),
     "mistral": dict(cls="MistralForCausalLM", cfg="MistralConfig", template=MISTRAL_TEMPLATE, gguf=False,
                     config=dict(head_dim=8, sliding_window=4, tie_word_embeddings=False, rope_theta=100.0)),
-    "qwen3": dict(cls="Qwen3ForCausalLM", cfg="Qwen3Config", template=CHATML_TEMPLATE, gguf=True,
+    # Qwen3's shipped template; <think> and </think> are added (not special) tokens, as in Qwen3's vocabulary.
+    "qwen3": dict(cls="Qwen3ForCausalLM", cfg="Qwen3Config", template=QWEN3_TEMPLATE, gguf=True, added_tokens=["<think>", "</think>"],
+                  chat_kwargs={"enable_thinking": False},
                   config=dict(head_dim=12, tie_word_embeddings=False, rope_theta=1000.0, attention_bias=False)),
     # The Gemma 1/2 converters write no RoPE base (llama.cpp's default 10000 is Gemma's).
     "gemma": dict(cls="GemmaForCausalLM", cfg="GemmaConfig", template=GEMMA_TEMPLATE, gguf=True,
@@ -137,9 +237,9 @@ SPECIALS = ["<pad>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>", "<|im
             "<|assistant|>", "<|end|>"]
 
 
-def byte_level_tokenizer(out: Path, template: str) -> int:
-    """A byte-level BPE tokenizer without merges (the 256 byte symbols) plus special tokens;
-    returns the vocabulary size."""
+def byte_level_tokenizer(out: Path, template: str, added: list[str]) -> int:
+    """A byte-level BPE tokenizer without merges (the 256 byte symbols) plus special tokens and
+    the family's added tokens; returns the vocabulary size."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -149,10 +249,11 @@ def byte_level_tokenizer(out: Path, template: str) -> int:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIALS)
+    tok.add_tokens(added)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
     fast.chat_template = template
     fast.save_pretrained(out)
-    return len(vocab) + len(SPECIALS)
+    return len(vocab) + len(SPECIALS) + len(added)
 
 
 def randomize(model, gemma_norms: bool, seed: int) -> None:
@@ -185,16 +286,17 @@ def target_logprobs(model, prompt: list[int], target: list[int]) -> list[float]:
     return logp[torch.arange(len(target)), torch.tensor(target)].tolist()
 
 
-def chat_fixture(model, tokenizer, task: Path) -> dict:
+def chat_fixture(model, tokenizer, task: Path, kwargs: dict | None = None) -> dict:
+    """apply_chat_template's defaults, or with `kwargs` (its chat_template_kwargs)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from reference_stack import chat_ids
 
     data = json.loads(task.read_text())
     user = [{"content": data["request"], "role": "user"}]
-    prompt = chat_ids(tokenizer, user, add_generation_prompt=True)
+    prompt = chat_ids(tokenizer, user, add_generation_prompt=True, **(kwargs or {}))
     targets = []
     for target in data["targets"]:
-        full = chat_ids(tokenizer, user + [{"content": data["response"][0] + target, "role": "assistant"}])
+        full = chat_ids(tokenizer, user + [{"content": data["response"][0] + target, "role": "assistant"}], **(kwargs or {}))
         assert full[: len(prompt)] == prompt
         ids = full[len(prompt) :]
         lps = target_logprobs(model, prompt, ids)
@@ -264,7 +366,7 @@ def main() -> None:
     for family in args.families:
         spec = FAMILIES[family]
         hf_dir = args.out / family
-        vocab = byte_level_tokenizer(hf_dir, spec["template"])
+        vocab = byte_level_tokenizer(hf_dir, spec["template"], spec.get("added_tokens", []))
         cfg = getattr(transformers, spec["cfg"])(**{**COMMON, "vocab_size": vocab, "bos_token_id": 257, "eos_token_id": 258,
                                                     "pad_token_id": 256, **spec["config"]})
         cfg._attn_implementation = "eager"
@@ -280,6 +382,8 @@ def main() -> None:
         task = REPO_ROOT / "data" / "tasks" / "reference" / "prompts" / "numbers" / "rng-0.json"
         tokenizer = AutoTokenizer.from_pretrained(hf_dir)
         chat = chat_fixture(model, tokenizer, task)
+        if "chat_kwargs" in spec:
+            chat["with_kwargs"] = {"kwargs": spec["chat_kwargs"], **chat_fixture(model, tokenizer, task, spec["chat_kwargs"])}
         if spec["gguf"]:
             convert_to_gguf(args.llama_cpp, hf_dir, args.out / f"{family}.gguf")
         tuned = peft_adapter(model, args.out / f"{family}-lora", seed=2000 + list(FAMILIES).index(family),

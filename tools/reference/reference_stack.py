@@ -112,10 +112,11 @@ def load_gguf_model(gguf_path: Path, dtype):
     return model
 
 
-def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> list[int]:
-    """apply_chat_template(tokenize=True) as token ids (transformers 5 returns a BatchEncoding)."""
+def chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = False, **kwargs) -> list[int]:
+    """apply_chat_template(tokenize=True) as token ids (transformers 5 returns a BatchEncoding);
+    kwargs are the template's extra variables (chat_template_kwargs, e.g. enable_thinking)."""
     out = tokenizer.apply_chat_template(
-        messages, tokenize=True, add_generation_prompt=add_generation_prompt
+        messages, tokenize=True, add_generation_prompt=add_generation_prompt, **kwargs
     )
     if hasattr(out, "keys"):
         out = out["input_ids"]

@@ -16,7 +16,7 @@ import { Progress } from '../../progress.js';
 import type { TargetRequest } from '../../targets/target-set.js';
 import { loadTasks, loadTrainConfig, type TrainConfig } from '../../tasks/index.js';
 import { adapterOptionsFromConfig, gemDefaults, loraDefaults, trainOptionsFromConfig, type Objective, type StepRecord, type TrainOptions } from '../../train/index.js';
-import { loadCliModel, parseNumber, parsePositiveInt, parseWholeNumber } from '../common.js';
+import { CHAT_TEMPLATE_ARG_HELP, loadCliModel, parseChatTemplateArg, parseNumber, parsePositiveInt, parseWholeNumber } from '../common.js';
 import { runTraining } from '../training-run.js';
 
 interface TrainFlags {
@@ -25,6 +25,7 @@ interface TrainFlags {
   out?: string;
   device?: Device;
   threads?: number;
+  chatTemplateArg?: Record<string, unknown>;
   iters?: number;
   lr?: number;
   rank?: number;
@@ -127,7 +128,7 @@ function planFromConfig(config: TrainConfig, f: TrainFlags): Plan {
 /** Loads the plan's model; a config's model that cannot be had gets a hint about --model. */
 async function loadPlanModel(plan: Plan, f: TrainFlags): Promise<Model> {
   try {
-    return await loadCliModel({ model: plan.modelSpec, device: plan.device, threads: f.threads }, Boolean(f.json));
+    return await loadCliModel({ model: plan.modelSpec, device: plan.device, threads: f.threads, chatTemplateArg: f.chatTemplateArg }, Boolean(f.json));
   } catch (error) {
     if (plan.modelFromConfig && error instanceof DiffuseError && ['NOT_FOUND', 'NETWORK', 'UNSUPPORTED'].includes(error.code))
       throw new DiffuseError(
@@ -148,6 +149,7 @@ export function registerTrain(program: Command): void {
     .option('-o, --out <dir>', 'where the adapter (PEFT layout), the log and the checkpoints go (overrides output_dir)')
     .option('--device <device>', 'auto, cpu, cuda or cuda:N')
     .option('--threads <n>', 'CPU threads', (v) => parsePositiveInt(v, '--threads'))
+    .option('--chat-template-arg <name=value>', CHAT_TEMPLATE_ARG_HELP, parseChatTemplateArg)
     .option('--iters <n>', 'passes over the prompts (default 50)', (v) => parsePositiveInt(v, '--iters'))
     .option('--lr <lr>', 'AdamW learning rate (default 5e-5, the paper\'s)', (v) => parseNumber(v, '--lr'))
     .option('--rank <r>', 'LoRA rank (default 4)', (v) => parsePositiveInt(v, '--rank'))
