@@ -4,7 +4,8 @@
  *
  *   config.json              the base's (an HF base), or written from the GGUF's metadata
  *   model.safetensors        W' = W + (α/r)·B·A on adapted projections, every other tensor as is,
- *                            all stored F32 or BF16 as asked
+ *                            all stored F32 or BF16 as asked; a fused checkpoint (Phi-3) keeps
+ *                            its qkv_proj / gate_up_proj, the update applied to the fused matrix
  *   tokenizer files          copied from an HF base; from a GGUF, tokenizer.json and
  *                            tokenizer_config.json (with the chat template) built from its metadata
  *
@@ -26,7 +27,7 @@ import { native, type EngineConfig, type TensorSource } from '../native.js';
 import { tokenizerSpecFromGguf } from '../tokenizer/index.js';
 import { canonicalKey, readAdapterWeights, type AdapterWeights } from './peft.js';
 import { refuseNonFinite } from './tensor-file.js';
-import { loraModules, type LoraModule } from '../model/adapter.js';
+import { allLoraModules, type LoraModule } from '../model/adapter.js';
 
 /** How an adapter is merged: the dtype of the merged weights, and overwriting. */
 export interface MergeOptions {
@@ -114,7 +115,7 @@ const PROJECTION = /^model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+_proj)\.weight
 /** W + (α/r)·B·A for the adapted projection `name`, or undefined when the adapter leaves it alone. */
 function mergedProjection(name: string, base: Float32Array, shape: number[], adapter: AdapterWeights): Float32Array | undefined {
   const m = PROJECTION.exec(name);
-  if (!m || !(loraModules as readonly string[]).includes(m[2])) return undefined;
+  if (!m || !(allLoraModules as readonly string[]).includes(m[2])) return undefined;
   const A = adapter.tensors.get(canonicalKey(Number(m[1]), m[2] as LoraModule, 'A'));
   const B = adapter.tensors.get(canonicalKey(Number(m[1]), m[2] as LoraModule, 'B'));
   if (!A || !B) return undefined;
@@ -122,6 +123,54 @@ function mergedProjection(name: string, base: Float32Array, shape: number[], ada
   const scale = alpha / rank;
   const scaledB = Float32Array.from(B, (x) => x * scale);
   return native().gemm('nn', shape[0], shape[1], rank, scaledB, A, base);
+}
+
+/** A tensor of the merged model: its name and shape, and the base tensors it is made of. */
+interface OutputTensor {
+  name: string;
+  shape: number[];
+  parts: TensorSource[];
+}
+
+/**
+ * The merged model's tensors. The engine's sources are split projections; a fused checkpoint
+ * (Phi-3) gets its q/k/v rows back as self_attn.qkv_proj ([q; k; v]) and its gate/up rows as
+ * mlp.gate_up_proj ([gate; up]), the names and layout transformers' Phi-3 loads, and the
+ * adapter's update on those fused layers applies to the whole fused matrix.
+ */
+function outputTensors(spec: ModelSpec): OutputTensor[] {
+  if (!spec.config.fusedProjections) return spec.tensors.map((t) => ({ name: t.name, shape: t.shape, parts: [t] }));
+  const byName = new Map(spec.tensors.map((t) => [t.name, t]));
+  const fused: Record<string, { into: string; parts: string[] }> = {
+    q_proj: { into: 'qkv_proj', parts: ['q_proj', 'k_proj', 'v_proj'] },
+    gate_proj: { into: 'gate_up_proj', parts: ['gate_proj', 'up_proj'] },
+  };
+  const out: OutputTensor[] = [];
+  for (const t of spec.tensors) {
+    const m = PROJECTION.exec(t.name);
+    if (m && ['k_proj', 'v_proj', 'up_proj'].includes(m[2])) continue;
+    const f = m ? fused[m[2]] : undefined;
+    if (!f) {
+      out.push({ name: t.name, shape: t.shape, parts: [t] });
+      continue;
+    }
+    const parts = f.parts.map((p) => byName.get(t.name.replace(`.${m![2]}.`, `.${p}.`))!);
+    out.push({ name: t.name.replace(`.${m![2]}.`, `.${f.into}.`), shape: [parts.reduce((rows, p) => rows + p.shape[0], 0), t.shape[1]], parts });
+  }
+  return out;
+}
+
+/** An output tensor's base values: its parts read and stacked by rows. */
+async function readOutputBase(t: OutputTensor): Promise<Float32Array> {
+  if (t.parts.length === 1) return readBaseTensor(t.parts[0]);
+  const values = new Float32Array(t.shape[0] * t.shape[1]);
+  let at = 0;
+  for (const part of t.parts) {
+    const v = await readBaseTensor(part);
+    values.set(v, at);
+    at += v.length;
+  }
+  return values;
 }
 
 /** The shortest decimal that is the same f32 as `v` (GGUF stores 1e-5 as 9.99999975e-6). */
@@ -136,7 +185,7 @@ export function shortestF32(v: number): number {
 /** config.json for a model read from GGUF, in the layout transformers writes for its architecture. */
 export function hfConfigFromGguf(gguf: GgufFile, config: EngineConfig, dtype: SafetensorsWriteDtype): Record<string, unknown> {
   const { name, arch } = ggufArchitecture(gguf);
-  if (arch !== 'llama' && arch !== 'mistral' && arch !== 'qwen2')
+  if (arch !== 'llama' && arch !== 'mistral' && arch !== 'qwen2' && arch !== 'phi3')
     throw new UnsupportedError(`${gguf.path}: writing a merged Hugging Face directory from a '${name}' GGUF is not supported; merge into the model's Hugging Face directory instead`);
   const s = config.ropeScaling;
   const ropeScaling =
@@ -144,19 +193,35 @@ export function hfConfigFromGguf(gguf: GgufFile, config: EngineConfig, dtype: Sa
       ? null
       : s.type === 'linear'
         ? { rope_type: 'linear', factor: shortestF32(s.factor ?? 1) }
-        : {
-            rope_type: 'llama3',
-            factor: shortestF32(s.factor ?? 1),
-            low_freq_factor: shortestF32(s.lowFreqFactor ?? 1),
-            high_freq_factor: shortestF32(s.highFreqFactor ?? 4),
-            original_max_position_embeddings: s.originalMaxPositionEmbeddings,
-          };
+        : s.type === 'longrope'
+          ? // The GGUF's attention factor written out, which transformers then uses as given.
+            { rope_type: 'longrope', short_factor: s.shortFactor!.map(shortestF32), long_factor: s.longFactor!.map(shortestF32), attention_factor: shortestF32(s.attentionFactor ?? 1) }
+          : {
+              rope_type: 'llama3',
+              factor: shortestF32(s.factor ?? 1),
+              low_freq_factor: shortestF32(s.lowFreqFactor ?? 1),
+              high_freq_factor: shortestF32(s.highFreqFactor ?? 4),
+              original_max_position_embeddings: s.originalMaxPositionEmbeddings,
+            };
   const token = (key: string) => {
     const v = gguf.metadata.get(`tokenizer.ggml.${key}`);
     return typeof v === 'number' ? v : null;
   };
+  const maxPositions = metaNumber(gguf, `${name}.context_length`, 2048);
+  // Phi-3: its window (none when the converter wrote 0), the original context LongRoPE and
+  // Phi3Config read at the top level, and the partial rotary factor.
+  const phi3 =
+    arch === 'phi3'
+      ? {
+          sliding_window: config.slidingWindow ?? null,
+          original_max_position_embeddings: s?.type === 'longrope' ? s.originalMaxPositionEmbeddings : maxPositions,
+          ...(config.rotaryDim ? { partial_rotary_factor: config.rotaryDim / config.headDim } : {}),
+          resid_pdrop: 0,
+          embd_pdrop: 0,
+        }
+      : {};
   return {
-    architectures: [arch === 'qwen2' ? 'Qwen2ForCausalLM' : arch === 'mistral' ? 'MistralForCausalLM' : 'LlamaForCausalLM'],
+    architectures: [arch === 'qwen2' ? 'Qwen2ForCausalLM' : arch === 'mistral' ? 'MistralForCausalLM' : arch === 'phi3' ? 'Phi3ForCausalLM' : 'LlamaForCausalLM'],
     model_type: arch,
     hidden_size: config.hiddenSize,
     intermediate_size: config.intermediateSize,
@@ -165,7 +230,7 @@ export function hfConfigFromGguf(gguf: GgufFile, config: EngineConfig, dtype: Sa
     num_key_value_heads: config.numKvHeads,
     head_dim: config.headDim,
     vocab_size: config.vocabSize,
-    max_position_embeddings: metaNumber(gguf, `${name}.context_length`, 2048),
+    max_position_embeddings: maxPositions,
     rms_norm_eps: shortestF32(config.rmsNormEps),
     rope_theta: shortestF32(config.ropeTheta),
     rope_scaling: ropeScaling,
@@ -179,6 +244,7 @@ export function hfConfigFromGguf(gguf: GgufFile, config: EngineConfig, dtype: Sa
     ...(token('padding_token_id') === null ? {} : { pad_token_id: token('padding_token_id') }),
     torch_dtype: dtype === 'BF16' ? 'bfloat16' : 'float32',
     use_cache: true,
+    ...phi3,
   };
 }
 
@@ -209,8 +275,6 @@ export async function mergeAdapter(modelPath: string, adapterDir: string, outDir
   const dtype = options.dtype ?? 'F32';
   if (dtype !== 'F32' && dtype !== 'BF16') throw new InvalidArgumentError(`merge dtype must be F32 or BF16, not ${String(dtype)}`);
   const spec: ModelSpec = await loadModelSpec(modelPath);
-  if (spec.config.fusedProjections)
-    throw new UnsupportedError(`${modelPath}: merging into a model with fused projections (Phi-3's qkv_proj / gate_up_proj) is not supported; apply the adapter unmerged`);
   const out = resolve(outDir);
   const baseDir = spec.format === 'hf' ? resolve(spec.path) : undefined;
   if (baseDir === out) throw new InvalidArgumentError(`the merged model cannot be written over its base (${out}); give another output directory`);
@@ -220,17 +284,18 @@ export async function mergeAdapter(modelPath: string, adapterDir: string, outDir
 
   let merged = 0;
   let done = 0;
-  const total = spec.tensors.length;
+  const tensors = outputTensors(spec);
+  const total = tensors.length;
   await writeSafetensors(
     join(out, 'model.safetensors'),
-    spec.tensors.map((source) => ({
-      name: source.name,
-      shape: source.shape,
+    tensors.map((t) => ({
+      name: t.name,
+      shape: t.shape,
       data: async () => {
-        const base = await readBaseTensor(source);
-        const update = mergedProjection(source.name, base, source.shape, adapter);
+        const base = await readOutputBase(t);
+        const update = mergedProjection(t.name, base, t.shape, adapter);
         if (update) merged++;
-        options.onTensor?.(++done, total, source.name);
+        options.onTensor?.(++done, total, t.name);
         return update ?? base;
       },
     })),

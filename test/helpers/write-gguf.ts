@@ -11,9 +11,9 @@
  * `fields` lists where every count, length, type, dimension and offset sits in the bytes, so a
  * fuzzer can overwrite exactly those.
  */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 
-import { ggmlTypes } from '../../lib/formats/gguf.js';
+import { ggmlTypes, readGguf, type GgufValue } from '../../lib/formats/gguf.js';
 import { ggufTensorName } from '../../lib/model/tensors.js';
 import { quantize, storedTypes, type StoredType } from './quantize.js';
 import type { TinyModel } from './tiny-model.js';
@@ -319,4 +319,32 @@ export async function writeGgufModel(path: string, model: TinyModel, options: Gg
   const encoded = encodeGgufModel(model, options);
   await writeFile(path, encoded.bytes);
   return encoded;
+}
+
+/**
+ * A copy of the GGUF at `path` with `extra` metadata added (or replacing keys), tensors byte for
+ * byte. Read values are retyped for writing: integer numbers as u32 (i32 when negative), others
+ * as f32, arrays of numbers by the widest of their items; the reader takes them back as numbers.
+ */
+export async function copyGgufWith(path: string, out: string, extra: Record<string, GgufWriteValue>): Promise<void> {
+  const file = await readGguf(path);
+  const typed = (v: GgufValue): GgufWriteValue => {
+    if (!Array.isArray(v)) return v as GgufWriteValue;
+    if (v.every((x) => typeof x === 'number')) {
+      const nums = v as number[];
+      const itemType = nums.some((x) => !Number.isInteger(x)) ? 'f32' : nums.some((x) => x < 0) ? 'i32' : 'u32';
+      return gguf.array(itemType, nums);
+    }
+    return v as GgufWriteValue;
+  };
+  const metadata: [string, GgufWriteValue][] = [...file.metadata].filter(([k]) => !(k in extra)).map(([k, v]) => [k, typed(v)]);
+  metadata.push(...Object.entries(extra));
+  const bytes = await readFile(path);
+  const tensors: GgufWriteTensor[] = file.tensors.map((t) => ({
+    name: t.name,
+    shape: t.dims.slice().reverse(),
+    rawType: t.type,
+    bytes: bytes.subarray(t.offset, t.offset + t.byteLength),
+  }));
+  await writeGguf(out, { metadata, tensors });
 }

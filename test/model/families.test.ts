@@ -12,9 +12,12 @@ import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { mergeAdapter } from '../../lib/adapters/merge.js';
+import { readSafetensors } from '../../lib/formats/safetensors.js';
 import { loadModel } from '../../lib/model/load.js';
 import { Progress } from '../../lib/progress.js';
 import { runCli } from '../cli/run.js';
+import { copyGgufWith, gguf } from '../helpers/write-gguf.js';
 
 import { loadModelSpec } from '../../lib/model/tensors.js';
 import { native, type NativeModel } from '../../lib/native.js';
@@ -177,6 +180,51 @@ describe("Qwen3's shipped chat template, with transformers' defaults and enable_
     const unnamed = await runCli([...args, '--chat-template-arg', 'false']);
     expect(unnamed.code).toBe(1);
     expect(unnamed.stderr).toMatch(/--chat-template-arg must be NAME=VALUE/);
+  });
+});
+
+// Merging PEFT's adapter (on the fused qkv_proj / gate_up_proj) into a fused Phi-3 checkpoint
+// keeps the fused layout: the merged model has transformers+PEFT's log-probs, and ours.
+describe.each([
+  ['phi3', 'hf'],
+  ['phi4_partial', 'hf'],
+  ['phi4_partial', 'gguf'],
+])('merging an adapter into the fused %s checkpoint (%s)', (family, format) => {
+  it('writes qkv_proj and gate_up_proj back, and the merged model gives the base + adapter log-probs', async () => {
+    const fixture: Fixture = JSON.parse(await readFile(`${dir}${family}.json`, 'utf8'));
+    const request = JSON.parse(await readFile(`${prompts}${fixture.chat.file}`, 'utf8'));
+    const tmp = await mkdtemp(join(tmpdir(), 'diffuse-fused-merge-'));
+    const out = join(tmp, 'merged');
+    let base = `${dir}${family}`;
+    if (format === 'gguf') {
+      // The fixture GGUF's tokenizer has no merges, and so no tokenizer.ggml.merges key (gguf-py
+      // writes no empty arrays), which a GGUF tokenizer needs; the copy has an empty list.
+      base = join(tmp, `${family}.gguf`);
+      await copyGgufWith(`${dir}${fixture.gguf}`, base, { 'tokenizer.ggml.merges': gguf.array('string', []) });
+    }
+    const result = await mergeAdapter(base, `${dir}${family}-lora`, out);
+    const layers = 3;
+    expect(result.merged).toBe(4 * layers);
+    const names = [...(await readSafetensors(join(out, 'model.safetensors'))).tensors.keys()];
+    expect(names.filter((n) => /qkv_proj|gate_up_proj/.test(n))).toHaveLength(2 * layers);
+    expect(names.filter((n) => /\.(q|k|v|gate|up)_proj\./.test(n))).toEqual([]);
+    const progress = new Progress({ mode: 'silent' });
+    const merged = await loadModel(out, { device: 'cpu', threads: 1, progress });
+    const unmerged = await loadModel(`${dir}${family}`, { device: 'cpu', threads: 1, progress });
+    try {
+      const adapter = await unmerged.loadAdapter(`${dir}${family}-lora`);
+      const ours = (await unmerged.targetLogProbs(request, { adapter })).targets.map((t) => t.logprob);
+      adapter.dispose();
+      const fromMerged = (await merged.targetLogProbs(request)).targets.map((t) => t.logprob);
+      const worst = Math.max(...fromMerged.map((lp, i) => Math.abs(lp - ours[i])));
+      expect(worst).toBeLessThanOrEqual(1e-4);
+      const byTarget = new Map((await merged.targetLogProbs(request)).targets.map((t) => [t.target, t.logprob]));
+      const worstPeft = Math.max(...fixture.chat.targets.map((ref, i) => Math.abs(byTarget.get(ref.target)! - fixture.chat.lora_logprobs[i])));
+      expect(worstPeft).toBeLessThanOrEqual(1e-4);
+    } finally {
+      merged.dispose();
+      unmerged.dispose();
+    }
   });
 });
 
