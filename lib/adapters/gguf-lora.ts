@@ -186,9 +186,24 @@ export async function readGgufLora(path: string, base: GgufLoraBase, modelName: 
 }
 
 /**
+ * The GGUF architecture convert_hf_to_gguf.py converts a Hugging Face model_type to, and whether
+ * it permutes Q/K there: Llama and Mistral to 'llama', permuted; the others keep Hugging Face's
+ * row order (ggml's NeoX RoPE).
+ */
+const convertedArchitectures: Record<string, { architecture: string; permutedQk: boolean }> = {
+  llama: { architecture: 'llama', permutedQk: true },
+  mistral: { architecture: 'llama', permutedQk: true },
+  qwen2: { architecture: 'qwen2', permutedQk: false },
+  qwen3: { architecture: 'qwen3', permutedQk: false },
+  gemma: { architecture: 'gemma', permutedQk: false },
+  gemma2: { architecture: 'gemma2', permutedQk: false },
+  gemma3_text: { architecture: 'gemma3', permutedQk: false },
+  phi3: { architecture: 'phi3', permutedQk: false },
+};
+
+/**
  * The GGUF base llama.cpp would run a model as: a GGUF model as it is; a Hugging Face directory
- * as convert_hf_to_gguf.py converts it (Llama and Mistral to 'llama', Q/K permuted; Qwen2 to
- * 'qwen2', not).
+ * as convert_hf_to_gguf.py converts it (convertedArchitectures).
  */
 export async function ggufLoraBase(spec: string): Promise<GgufLoraBase> {
   const source = await resolveModel(spec);
@@ -198,8 +213,9 @@ export async function ggufLoraBase(spec: string): Promise<GgufLoraBase> {
     return { config: files.config, architecture: name, permutedQk };
   }
   const modelType = (files.hf?.config as { model_type?: string } | undefined)?.model_type;
-  const converted = modelType === 'qwen2' ? { architecture: 'qwen2', permutedQk: false } : modelType === 'llama' || modelType === 'mistral' ? { architecture: 'llama', permutedQk: true } : undefined;
-  if (!converted) throw new UnsupportedError(`${spec}: model_type ${JSON.stringify(modelType)} has no llama.cpp LoRA layout diffuse knows; it writes 'llama' (Llama, Mistral, SmolLM2) and 'qwen2'`);
+  const converted = modelType !== undefined && Object.hasOwn(convertedArchitectures, modelType) ? convertedArchitectures[modelType] : undefined;
+  if (!converted)
+    throw new UnsupportedError(`${spec}: model_type ${JSON.stringify(modelType)} has no llama.cpp LoRA layout diffuse knows; it writes those of ${Object.keys(convertedArchitectures).join(', ')}`);
   return { config: files.config, ...converted };
 }
 

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { mergeAdapter } from '../../lib/adapters/merge.js';
+import { readGguf, type GgufFile } from '../../lib/formats/gguf.js';
 import { readSafetensors } from '../../lib/formats/safetensors.js';
 import { loadModel } from '../../lib/model/load.js';
 import { Progress } from '../../lib/progress.js';
@@ -224,6 +225,40 @@ describe.each([
     } finally {
       merged.dispose();
       unmerged.dispose();
+    }
+  });
+});
+
+// GGUF LoRA for the fused layers: llama.cpp's convert_lora_to_gguf.py made <family>-lora.gguf
+// from PEFT's adapter; `diffuse export` writes the same file, and ours reads theirs.
+describe.each(['phi3', 'phi4_partial'])("a GGUF LoRA of the fused %s layers, as llama.cpp's converter writes it", (family) => {
+  it('is what diffuse export writes, and runs as PEFT runs the adapter', async () => {
+    const fixture: Fixture = JSON.parse(await readFile(`${dir}${family}.json`, 'utf8'));
+    const out = join(await mkdtemp(join(tmpdir(), 'diffuse-fused-lora-')), 'ours.gguf');
+    const r = await runCli(['export', '--model', `${dir}${fixture.gguf}`, '--adapter', `${dir}${family}-lora`, '--format', 'gguf-lora', '--out', out, '--json']);
+    expect(r.code).toBe(0);
+    const [ours, theirs] = await Promise.all([readGguf(out), readGguf(`${dir}${family}-lora.gguf`)]);
+    for (const key of ['general.architecture', 'general.type', 'adapter.type', 'adapter.lora.alpha']) expect(ours.metadata.get(key)).toEqual(theirs.metadata.get(key));
+    const listing = (g: GgufFile) => g.tensors.map((t) => [t.name, t.dims, t.type]).sort((a, b) => String(a[0]).localeCompare(String(b[0])));
+    expect(listing(ours)).toEqual(listing(theirs));
+    expect(theirs.tensors.map((t) => t.name)).toContain('blk.0.attn_qkv.weight.lora_b');
+    const bytes = async (g: GgufFile) => {
+      const file = await readFile(g.path);
+      return new Map(g.tensors.map((t) => [t.name, file.subarray(t.offset, t.offset + t.byteLength)]));
+    };
+    const [a, b] = await Promise.all([bytes(ours), bytes(theirs)]);
+    for (const [name, v] of b) expect({ name, same: a.get(name)!.equals(v) }).toEqual({ name, same: true });
+
+    const model = await loadModel(`${dir}${family}`, { device: 'cpu', threads: 1, progress: new Progress({ mode: 'silent' }) });
+    try {
+      const request = JSON.parse(await readFile(`${prompts}${fixture.chat.file}`, 'utf8'));
+      const adapter = await model.loadAdapter(`${dir}${family}-lora.gguf`);
+      expect(adapter.targetModules).toEqual(['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj']);
+      const tuned = new Map((await model.targetLogProbs(request, { adapter })).targets.map((t) => [t.target, t.logprob]));
+      adapter.dispose();
+      expect(Math.max(...fixture.chat.targets.map((ref, i) => Math.abs(tuned.get(ref.target)! - fixture.chat.lora_logprobs[i])))).toBeLessThanOrEqual(1e-4);
+    } finally {
+      model.dispose();
     }
   });
 });

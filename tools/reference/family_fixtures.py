@@ -30,6 +30,8 @@ around 0 for Gemma's (1 + w) norms and around 1 for the others, so a mix-up show
                          module names, A and B random), with the task's log-probs under it in
                          <family>.json ("chat.lora_logprobs"); for phi3 on its fused qkv_proj
                          and gate_up_proj (with o_proj, down_proj), as PEFT names them.
+  <out>/<family>-lora.gguf  for the phi* families: that adapter through llama.cpp's
+                         convert_lora_to_gguf.py (f32), for the GGUF-LoRA export and import.
   <out>/<family>-bf16/   for gemma2 and qwen3: the same model in bfloat16, sharded into several
                          safetensors files (model.safetensors.index.json), with transformers'
                          log-probs of the bfloat16 weights computed in float32 ("bf16_sharded").
@@ -40,7 +42,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -389,6 +393,11 @@ def main() -> None:
         tuned = peft_adapter(model, args.out / f"{family}-lora", seed=2000 + list(FAMILIES).index(family),
                              modules=spec.get("lora", LLAMA_MODULES))
         chat["lora_logprobs"] = [t["logprob"] for t in chat_fixture(tuned, tokenizer, task)["targets"]]
+        if family.startswith("phi"):
+            # llama.cpp's own LoRA converter on PEFT's adapter of the fused layers.
+            subprocess.run([sys.executable, str(args.llama_cpp / "convert_lora_to_gguf.py"), "--base", str(hf_dir), "--outtype", "f32",
+                            "--outfile", str(args.out / f"{family}-lora.gguf"), str(args.out / f"{family}-lora")], check=True,
+                           env={**os.environ, "PYTHONPATH": str(args.llama_cpp / "gguf-py")})
         fixture = {
             "family": family,
             "made_by": {"transformers": transformers.__version__, "torch": torch.__version__,
