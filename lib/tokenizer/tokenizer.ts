@@ -201,6 +201,7 @@ export class Tokenizer {
     return this.templateKwargs;
   }
 
+  /** Replaces chatTemplateKwargs (see there); a non-object, a name that is not a Jinja name or a reserved one is an InvalidArgumentError. */
   setChatTemplateKwargs(kwargs: Record<string, unknown>): void {
     if (typeof kwargs !== 'object' || kwargs === null || Array.isArray(kwargs))
       throw new InvalidArgumentError(`chat template kwargs must be an object of variable names to values, not ${JSON.stringify(kwargs)}`);
