@@ -33,6 +33,7 @@ const batch: NativeBatch = {
 };
 
 const modules = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+const fusedModules = ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'];
 
 async function grads(adapter: NativeAdapter): Promise<number[]> {
   const out: number[] = [];
@@ -56,7 +57,16 @@ const families: EngineConfig = {
   localRopeTheta: 100,
 };
 
-for (const [name, cfg] of [['Llama', config], ['every family switch', families]] as const)
+// Phi-4-mini: fused q/k/v and gate/up (LoRA on the fused layers), LongRoPE's long factors (the
+// trie is 12 deep, the original context 8) with its attention factor, 12 of 16 dims rotated.
+const phi4: EngineConfig = {
+  ...config,
+  fusedProjections: true,
+  rotaryDim: 12,
+  ropeScaling: { type: 'longrope', shortFactor: [1, 1.2, 1.5, 2, 3, 5], longFactor: [1.1, 2, 4, 9, 20, 40], originalMaxPositionEmbeddings: 8, attentionFactor: 1.19 },
+};
+
+for (const [name, cfg] of [['Llama', config], ['every family switch', families], ['Phi-4-mini: fused, LongRoPE, partial rotary', phi4]] as const)
 describeCuda(`a model on CUDA matches the same model on the CPU (${name})`, () => {
   const config = cfg;
   const models: NativeModel[] = [];
@@ -66,7 +76,7 @@ describeCuda(`a model on CUDA matches the same model on the CPU (${name})`, () =
     const tensors = initTensorSources(config, { seed: 3, std: 0.1 });
     for (const device of ['cpu', 'cuda']) {
       const model = await native().createModel({ config, tensors, device });
-      const adapter = await model.createAdapter({ rank: 4, alpha: 8, targetModules: modules, seed: 5 });
+      const adapter = await model.createAdapter({ rank: 4, alpha: 8, targetModules: config.fusedProjections ? fusedModules : modules, seed: 5 });
       models.push(model);
       adapters.push(adapter);
     }
