@@ -78,6 +78,11 @@ export interface TrainConfig {
   promptsPerStep: number;
   /** `generate`: sample from the test prompts after training (default true, as the reference). */
   generate: boolean;
+  /**
+   * `chat_template_kwargs`: variables for the model's chat template, as transformers'
+   * apply_chat_template takes them (e.g. `enable_thinking: false` for Qwen3); default none.
+   */
+  chatTemplateKwargs: Record<string, unknown>;
 }
 
 /** How a config is read. */
@@ -189,6 +194,7 @@ class Mapping {
 const topKeys = [
   'model', 'train_prompts', 'test_prompts', 'alg_config', 'load_model', 'ckpt_dir', 'output_dir',
   'lora', 'lr', 'objective', 'gem', 'device', 'seed', 'warmup_steps', 'schedule', 'prompts_per_step', 'generate',
+  'chat_template_kwargs',
 ];
 
 /** Candidate bases for a relative prompt path: the current directory, then the config's directory and its ancestors. */
@@ -303,5 +309,13 @@ export async function loadTrainConfig(path: string, options: ConfigOptions = {})
     schedule: top.choice('schedule', ['constant', 'cosine'] as const, trainDefaults.schedule),
     promptsPerStep: top.integer('prompts_per_step', trainDefaults.promptsPerStep, 1),
     generate: top.boolean('generate', true),
+    chatTemplateKwargs: templateKwargs(top.mapping('chat_template_kwargs')),
   };
+}
+
+/** `chat_template_kwargs`: names a Jinja template can read (letters, digits, _), values as written. */
+function templateKwargs(m: Mapping): Record<string, unknown> {
+  for (const key of Object.keys(m.values))
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) m.fail(key, 'is not a template variable name (letters, digits and _, not starting with a digit)');
+  return { ...m.values };
 }

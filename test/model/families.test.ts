@@ -8,7 +8,7 @@
  * family's, rendered by @huggingface/jinja), token for token; and `diffuse train` runs the
  * paper's configs for Gemma-7B-it, Mistral-7B-Instruct and Llama-2-13B-chat on them.
  */
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -181,6 +181,26 @@ describe("Qwen3's shipped chat template, with transformers' defaults and enable_
     const unnamed = await runCli([...args, '--chat-template-arg', 'false']);
     expect(unnamed.code).toBe(1);
     expect(unnamed.stderr).toMatch(/--chat-template-arg must be NAME=VALUE/);
+  });
+
+  it("trains with a config's chat_template_kwargs or the flag over it: the same targets, not the default's", async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'diffuse-qwen3-train-'));
+    const yaml = (extra: string) => `model: ${dir}qwen3\ntrain_prompts: [${prompts}${fixture.chat.file}]\noutput_dir: ${tmp}/out\n${extra}`;
+    const loss = async (config: string, flags: string[] = []) => {
+      const path = join(tmp, `c${Math.random().toString(36).slice(2)}.yaml`);
+      await writeFile(path, config);
+      const r = await runCli(['train', path, '--out', join(tmp, `out-${Math.random().toString(36).slice(2)}`), '--iters', '1', '--threads', '1', '--json', ...flags]);
+      expect(r.stderr).not.toContain('internal error');
+      expect(r.code).toBe(0);
+      return (JSON.parse(r.stdout).records as { loss: number }[])[0].loss;
+    };
+    const thinking = await loss(yaml(''));
+    const fromConfig = await loss(yaml('chat_template_kwargs: {enable_thinking: false}\n'));
+    const fromFlag = await loss(yaml(''), ['--chat-template-arg', 'enable_thinking=false']);
+    const flagOverConfig = await loss(yaml('chat_template_kwargs: {enable_thinking: true}\n'), ['--chat-template-arg', 'enable_thinking=false']);
+    expect(fromFlag).toBe(fromConfig);
+    expect(flagOverConfig).toBe(fromConfig);
+    expect(Math.abs(thinking - fromConfig)).toBeGreaterThan(1e-3);
   });
 });
 

@@ -82,6 +82,7 @@ const ourDefaults = {
   schedule: 'constant',
   promptsPerStep: 1,
   generate: true,
+  chatTemplateKwargs: {},
 };
 
 function withoutReferenceKeys(config: TrainConfig) {
@@ -146,6 +147,7 @@ describe('our own keys', () => {
         'schedule: cosine',
         'prompts_per_step: 3',
         'generate: false',
+        'chat_template_kwargs: {enable_thinking: false, date_string: 26 Jul 2024}',
         'output_dir: results/x',
       ].join('\n'),
     );
@@ -166,6 +168,7 @@ describe('our own keys', () => {
       schedule: 'cosine',
       promptsPerStep: 3,
       generate: false,
+      chatTemplateKwargs: { enable_thinking: false, date_string: '26 Jul 2024' },
     });
   });
 
@@ -244,6 +247,8 @@ describe('bad configs', () => {
     ['an unknown schedule', `${base}schedule: linear\n`, 'schedule', /constant, cosine/],
     ['zero prompts per step', `${base}prompts_per_step: 0\n`, 'prompts_per_step', /at least 1|from 1/],
     ['generate no', `${base}generate: no\n`, 'generate', /true or false/],
+    ['chat_template_kwargs as a list', `${base}chat_template_kwargs: [enable_thinking]\n`, 'chat_template_kwargs', /must be a mapping/],
+    ['a chat template variable that is no name', `${base}chat_template_kwargs: {enable-thinking: false}\n`, 'chat_template_kwargs.enable-thinking', /not a template variable name/],
   ];
   test.each(cases)('%s', async (_name, text, field, problem) => {
     const error = await loadConfig(text).then(

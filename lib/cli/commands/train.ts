@@ -53,6 +53,8 @@ interface Plan {
   outDir: string;
   device: Device;
   adapter: { rank: number; alpha: number; targetModules: LoraModule[]; seed: number };
+  /** The config's chat_template_kwargs, each --chat-template-arg over it. */
+  chatTemplateKwargs?: Record<string, unknown>;
   startFrom?: string;
   options: TrainOptions;
 }
@@ -98,6 +100,7 @@ function planFromFlags(f: TrainFlags): Plan {
     taskCwd: process.cwd(),
     outDir: resolve(f.out),
     device: f.device ?? 'auto',
+    chatTemplateKwargs: f.chatTemplateArg,
     adapter: { rank: f.rank ?? loraDefaults.rank, alpha: f.alpha ?? loraDefaults.alpha, targetModules: (f.modules ?? [...loraModules]) as LoraModule[], seed: f.seed ?? loraDefaults.seed },
     options: overridden({ objective: { kind: 'ce' } }, optionsFromFlags(f)),
   };
@@ -119,6 +122,7 @@ function planFromConfig(config: TrainConfig, f: TrainFlags): Plan {
       targetModules: (f.modules as LoraModule[] | undefined) ?? a.targetModules!,
       seed: f.seed ?? a.seed!,
     },
+    chatTemplateKwargs: { ...config.chatTemplateKwargs, ...f.chatTemplateArg },
     startFrom: config.loadModel ? config.ckptDir : undefined,
     // A model swapped in with --model is the adapter's base, not the config's model.
     options: { ...overridden(trainOptionsFromConfig(config), optionsFromFlags(f)), baseModel: f.model === undefined ? config.model : undefined },
@@ -128,7 +132,7 @@ function planFromConfig(config: TrainConfig, f: TrainFlags): Plan {
 /** Loads the plan's model; a config's model that cannot be had gets a hint about --model. */
 async function loadPlanModel(plan: Plan, f: TrainFlags): Promise<Model> {
   try {
-    return await loadCliModel({ model: plan.modelSpec, device: plan.device, threads: f.threads, chatTemplateArg: f.chatTemplateArg }, Boolean(f.json));
+    return await loadCliModel({ model: plan.modelSpec, device: plan.device, threads: f.threads, chatTemplateArg: plan.chatTemplateKwargs }, Boolean(f.json));
   } catch (error) {
     if (plan.modelFromConfig && error instanceof DiffuseError && ['NOT_FOUND', 'NETWORK', 'UNSUPPORTED'].includes(error.code))
       throw new DiffuseError(
