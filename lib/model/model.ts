@@ -127,6 +127,16 @@ export class Model {
     return this.tok;
   }
 
+  /**
+   * Prepared prompts as one engine batch (buildTrieBatch); for a LongRoPE model, a prompt whose
+   * sequences straddle the original context gets one segment per side, so every sequence is
+   * computed with the factor set transformers gives it alone.
+   */
+  trieBatch(prompts: PreparedPrompt[]): TrieBatch {
+    const s = this.config.ropeScaling;
+    return buildTrieBatch(prompts, s?.type === 'longrope' ? { ropeSplit: s.originalMaxPositionEmbeddings } : {});
+  }
+
   /** Tokenises prompts and their targets the reference's way (see lib/targets/target-set.ts). */
   prepare(requests: TargetRequest[], options: PrepareOptions = {}): PreparedPrompt[] {
     return requests.map((r, i) => preparePrompt(this.tokenizer, r, i, options));
@@ -143,8 +153,8 @@ export class Model {
     options: { adapter?: Adapter; warn?: (message: string) => void; chatTemplateKwargs?: Record<string, unknown> } = {},
   ): Promise<TargetDistribution[]> {
     const prompts = this.prepare(requests, { warn: options.warn, chatTemplateKwargs: options.chatTemplateKwargs });
-    const tries = prompts.map((p) => buildTrieBatch([p]));
-    const all = buildTrieBatch(prompts);
+    const tries = prompts.map((p) => this.trieBatch([p]));
+    const all = this.trieBatch(prompts);
     const { edgeLogProbs } = await nativeCall(() => this.live().forward(all.batch, this.adapterFor(options.adapter)));
     const perSequence = sequenceLogProbs(all, edgeLogProbs);
     const bad = perSequence.findIndex((p) => p.some((x) => !Number.isFinite(x)));
@@ -184,7 +194,7 @@ export class Model {
    * Σ_prompts −Σ_y p*(y) log pθ(y|x) (or the GEM objective) into the adapter.
    */
   async step(prompts: PreparedPrompt[] | TrieBatch, adapter: Adapter, objective: Objective = { kind: 'ce' }): Promise<StepResult> {
-    const trie = Array.isArray(prompts) ? buildTrieBatch(prompts) : prompts;
+    const trie = Array.isArray(prompts) ? this.trieBatch(prompts) : prompts;
     const nativeObjective = toNativeObjective(objective);
     const out = await nativeCall(() => this.live().step(trie.batch, this.adapterFor(adapter)!, nativeObjective));
     return {

@@ -181,8 +181,15 @@ interface TrieNode {
   row: number;
 }
 
-/** Lays prepared prompts out as one engine batch of independent segments. */
-export function buildTrieBatch(prompts: PreparedPrompt[], options: { paddedBatchSize?: number } = {}): TrieBatch {
+/**
+ * Lays prepared prompts out as one engine batch of independent segments. With `ropeSplit`
+ * (LongRoPE's original context, for a model that has it), a prompt whose sequences straddle it
+ * — prompt + sequence longer than ropeSplit for some, not for others — gets two segments, one
+ * of the short sequences and one of the long (the prompt computed twice), so that the engine,
+ * which picks LongRoPE's factor set per segment by its deepest position, gives each sequence
+ * the set transformers uses for it alone.
+ */
+export function buildTrieBatch(prompts: PreparedPrompt[], options: { paddedBatchSize?: number; ropeSplit?: number } = {}): TrieBatch {
   if (prompts.length === 0) throw new InvalidArgumentError('no prompts to batch');
   const batchSize = options.paddedBatchSize ?? 32;
   const tokens: number[] = [];
@@ -196,53 +203,61 @@ export function buildTrieBatch(prompts: PreparedPrompt[], options: { paddedBatch
   for (const prompt of prompts) {
     const P = prompt.promptTokens.length;
     if (P === 0) throw new InvalidArgumentError(`prompt ${JSON.stringify(prompt.request.slice(0, 40))} has no tokens`);
-    const first = tokens.length;
-    prompt.promptTokens.forEach((t, i) => {
-      tokens.push(t);
-      parents.push(i === 0 ? -1 : first + i - 1);
-    });
-    // Build the trie.
-    const root: TrieNode = { token: -1, weight: 0, children: new Map(), edge: -1, row: first + P - 1 };
-    for (const seq of prompt.sequences) {
-      let node = root;
-      for (const t of seq.tokens) {
-        let child = node.children.get(t);
-        if (!child) {
-          child = { token: t, weight: 0, children: new Map(), edge: -1, row: -1 };
-          node.children.set(t, child);
-        }
-        child.weight += seq.weight;
-        node = child;
-      }
-    }
-    // Rows for internal nodes (breadth first, so parents come before children), an edge per node.
-    const queue: TrieNode[] = [root];
-    for (let q = 0; q < queue.length; q++) {
-      const node = queue[q];
-      for (const child of node.children.values()) {
-        child.edge = edgeRows.length;
-        edgeRows.push(node.row);
-        edgeTokens.push(child.token);
-        edgeWeights.push(child.weight);
-        if (child.children.size > 0) {
-          child.row = tokens.length;
-          tokens.push(child.token);
-          parents.push(node.row);
-          queue.push(child);
-        }
-      }
-    }
-    pathEdges.push(
-      prompt.sequences.map((seq) => {
-        const path: number[] = [];
+    const all = prompt.sequences.map((_, i) => i);
+    const split = options.ropeSplit;
+    const isLong = (i: number) => split !== undefined && P + prompt.sequences[i].tokens.length > split;
+    const long = all.filter(isLong);
+    const groups = long.length === 0 || long.length === all.length ? [all] : [all.filter((i) => !isLong(i)), long];
+    const paths: number[][] = new Array(prompt.sequences.length);
+    for (const group of groups) {
+      const first = tokens.length;
+      prompt.promptTokens.forEach((t, i) => {
+        tokens.push(t);
+        parents.push(i === 0 ? -1 : first + i - 1);
+      });
+      // Build the trie.
+      const root: TrieNode = { token: -1, weight: 0, children: new Map(), edge: -1, row: first + P - 1 };
+      for (const s of group) {
+        const seq = prompt.sequences[s];
         let node = root;
         for (const t of seq.tokens) {
+          let child = node.children.get(t);
+          if (!child) {
+            child = { token: t, weight: 0, children: new Map(), edge: -1, row: -1 };
+            node.children.set(t, child);
+          }
+          child.weight += seq.weight;
+          node = child;
+        }
+      }
+      // Rows for internal nodes (breadth first, so parents come before children), an edge per node.
+      const queue: TrieNode[] = [root];
+      for (let q = 0; q < queue.length; q++) {
+        const node = queue[q];
+        for (const child of node.children.values()) {
+          child.edge = edgeRows.length;
+          edgeRows.push(node.row);
+          edgeTokens.push(child.token);
+          edgeWeights.push(child.weight);
+          if (child.children.size > 0) {
+            child.row = tokens.length;
+            tokens.push(child.token);
+            parents.push(node.row);
+            queue.push(child);
+          }
+        }
+      }
+      for (const s of group) {
+        const path: number[] = [];
+        let node = root;
+        for (const t of prompt.sequences[s].tokens) {
           node = node.children.get(t)!;
           path.push(node.edge);
         }
-        return path;
-      }),
-    );
+        paths[s] = path;
+      }
+    }
+    pathEdges.push(paths);
     // The reference pads each batch of targets (one response drawn per target) to its longest.
     const lengths = prompt.targets.map((_, t) => Math.max(...prompt.sequences.filter((s) => s.target === t).map((s) => s.tokens.length)));
     for (let i = 0; i < lengths.length; i += batchSize) {

@@ -28,7 +28,7 @@ import { DiffuseError, InvalidArgumentError } from '../errors.js';
 import type { Adapter } from '../model/adapter.js';
 import { entropy } from '../eval/stats.js';
 import type { Model } from '../model/model.js';
-import { buildTrieBatch, type PreparedPrompt, type TrieBatch } from '../targets/target-set.js';
+import type { PreparedPrompt, TrieBatch } from '../targets/target-set.js';
 import { loadCheckpointInto, promptsFingerprint, readCheckpoint, saveCheckpoint, type CheckpointState, type MatchedOptions } from './checkpoint.js';
 import { trainDefaults } from './defaults.js';
 import { resolveObjective, type Objective } from './objective.js';
@@ -253,7 +253,7 @@ export async function train(model: Model, adapter: Adapter, prompts: PreparedPro
   const matched = matchedOptions(o, totalSteps);
   const fingerprint = promptsFingerprint(prompts);
   const optimal = prompts.map((p) => entropy(p.weights));
-  const singleTries = N === 1 ? prompts.map((p) => buildTrieBatch([p])) : undefined;
+  const singleTries = N === 1 ? prompts.map((p) => model.trieBatch([p])) : undefined;
 
   const logFile = options.logFile === undefined ? null : resolve(options.logFile);
   let state: CheckpointState = { step: 0, pass: 0, position: 0, passLoss: 0, passOptimalLoss: 0, elapsed: 0, logFile, logBytes: 0 };
@@ -315,7 +315,7 @@ export async function train(model: Model, adapter: Adapter, prompts: PreparedPro
         return result('signal');
       }
       const group = order.slice(state.position * N, (state.position + 1) * N);
-      const trie = singleTries ? singleTries[group[0]] : buildTrieBatch(group.map((i) => prompts[i]));
+      const trie = singleTries ? singleTries[group[0]] : model.trieBatch(group.map((i) => prompts[i]));
       const started = performance.now();
       await adapter.zeroGrad();
       const out = await model.step(trie, adapter, o.objective);

@@ -16,7 +16,7 @@ struct Model::Plan {
   int64_t rows = 0;
   BufferPtr tokens, positions, key_offsets, key_rows;
   BufferPtr window_offsets, window_rows;  // the key lists cut to the sliding window, when one is set
-  bool rope_long = false;  // LongRoPE's long factors: the batch's deepest position passes the original context
+  std::vector<RopeRun> rope_runs;  // rows by LongRoPE factor set (one run of all rows without LongRoPE)
   EdgeSet edges;  // device pointers below
   BufferPtr parent_rows, edge_parent, edge_token, edge_weight;
   int64_t n_edges = 0;
@@ -56,6 +56,33 @@ void key_lists(const std::vector<int32_t>& parents, const std::vector<int32_t>& 
     for (int32_t i = n - 1; i >= 0; --i, node = parents[node]) keys[start + i] = node;
     offsets.push_back(static_cast<int32_t>(keys.size()));
   }
+}
+
+// LongRoPE's factor set per row, as transformers picks it for a forward of each sequence:
+// long when the sequence's largest position + 1 (its last token's, which has an edge but no
+// row) exceeds the original context. A tree of the forest (one root and its descendants) is
+// one choice: its deepest position, edges included. Trie batches that straddle the original
+// context put their short and long sequences in separate trees (buildTrieBatch's ropeSplit),
+// so each sequence gets its own. Returns maximal runs of rows with the same choice.
+std::vector<RopeRun> rope_runs_of(const ModelConfig& c, const Batch& b, const std::vector<int32_t>& depth) {
+  const int64_t T = static_cast<int64_t>(depth.size());
+  if (!c.longrope()) return {{0, T, false}};
+  std::vector<int32_t> root(T), deepest(T, 0);
+  for (int64_t r = 0; r < T; ++r) {
+    root[r] = b.parents[r] < 0 ? static_cast<int32_t>(r) : root[b.parents[r]];
+    deepest[root[r]] = std::max(deepest[root[r]], depth[r]);
+  }
+  for (size_t e = 0; e < b.edge_rows.size(); ++e) {
+    const int32_t r = b.edge_rows[e];
+    deepest[root[r]] = std::max(deepest[root[r]], depth[r] + 1);
+  }
+  std::vector<RopeRun> runs;
+  for (int64_t r = 0; r < T; ++r) {
+    const bool long_factors = c.rope_long(deepest[root[r]]);
+    if (runs.empty() || runs.back().long_factors != long_factors) runs.push_back({r, r + 1, long_factors});
+    else runs.back().end = r + 1;
+  }
+  return runs;
 }
 
 template <typename T>
@@ -100,7 +127,7 @@ Model::Plan Model::plan(const Batch& b, bool with_weights) const {
 
   p.tokens = upload_vector(be, b.tokens, "batch tokens");
   p.positions = upload_vector(be, depth, "batch positions");
-  p.rope_long = config_.rope_long(*std::max_element(depth.begin(), depth.end()));
+  p.rope_runs = rope_runs_of(config_, b, depth);
   p.key_offsets = upload_vector(be, offsets, "attention key offsets");
   p.key_rows = upload_vector(be, keys, "attention key lists");
   p.parent_rows = upload_vector(be, parent_rows, "edge parents");
@@ -216,13 +243,16 @@ Model::Model(std::unique_ptr<Backend> backend, const ModelConfig& config,
   if (config_.longrope()) inv_freq_long_ = upload_vector(*backend_, config_.rope_inv_freq(false, true), "long rope frequencies");
 }
 
-void Model::rope(int layer, bool long_factors, void* x, const int32_t* pos, int64_t rows, int64_t heads, bool backward) {
+void Model::rope(int layer, const std::vector<RopeRun>& runs, void* x, const int32_t* pos, int64_t heads, bool backward) {
   const bool local = config_.layer_sliding(layer) && inv_freq_local_;
-  const float* inv = (local ? inv_freq_local_ : long_factors && inv_freq_long_ ? inv_freq_long_ : inv_freq_)->as<float>();
   const RopeShape shape{static_cast<int>(heads), static_cast<int>(config_.head_dim), static_cast<int>(config_.rotary_dim()),
                         config_.rope_scale(local)};
-  if (backward) backend_->rope_backward(x, pos, inv, rows, shape);
-  else backend_->rope_forward(x, pos, inv, rows, shape);
+  for (const RopeRun& run : runs) {
+    const float* inv = (local ? inv_freq_local_ : run.long_factors && inv_freq_long_ ? inv_freq_long_ : inv_freq_)->as<float>();
+    void* xr = backend_->act_offset(x, run.begin * heads * config_.head_dim);
+    if (backward) backend_->rope_backward(xr, pos + run.begin, inv, run.end - run.begin, shape);
+    else backend_->rope_forward(xr, pos + run.begin, inv, run.end - run.begin, shape);
+  }
 }
 
 AttentionShape Model::attention_shape(int64_t q_rows, int64_t kv_rows) const {
@@ -267,8 +297,8 @@ void Model::layer_forward(int l, const Plan& p, const Adapter* adapter, void* x,
     be.rmsnorm_forward(a.q_in->data(), lw.q_norm->data(), a.q->data(), a.rstd_q->as<float>(), T * c.heads, c.head_dim, eps);
     be.rmsnorm_forward(a.k_in->data(), lw.k_norm->data(), a.k->data(), a.rstd_k->as<float>(), T * c.kv_heads, c.head_dim, eps);
   }
-  rope(l, p.rope_long, a.q->data(), p.positions->as<int32_t>(), T, c.heads, false);
-  rope(l, p.rope_long, a.k->data(), p.positions->as<int32_t>(), T, c.kv_heads, false);
+  rope(l, p.rope_runs, a.q->data(), p.positions->as<int32_t>(), c.heads, false);
+  rope(l, p.rope_runs, a.k->data(), p.positions->as<int32_t>(), c.kv_heads, false);
   const bool windowed = c.layer_sliding(l);
   be.attention_forward(a.q->data(), a.k->data(), a.v->data(), (windowed ? p.window_offsets : p.key_offsets)->as<int32_t>(),
                        (windowed ? p.window_rows : p.key_rows)->as<int32_t>(), attention_shape(T, T), a.attn->data(), a.lse->as<float>());
@@ -446,8 +476,8 @@ StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& ob
     be.attention_backward(dattn->data(), A->q->data(), A->k->data(), A->v->data(), A->attn->data(), A->lse->as<float>(),
                           (windowed ? p.window_offsets : p.key_offsets)->as<int32_t>(), (windowed ? p.window_rows : p.key_rows)->as<int32_t>(),
                           shape, dq->data(), dk->data(), dv->data());
-    rope(l, p.rope_long, dq->data(), p.positions->as<int32_t>(), T, c.heads, true);
-    rope(l, p.rope_long, dk->data(), p.positions->as<int32_t>(), T, c.kv_heads, true);
+    rope(l, p.rope_runs, dq->data(), p.positions->as<int32_t>(), c.heads, true);
+    rope(l, p.rope_runs, dk->data(), p.positions->as<int32_t>(), c.kv_heads, true);
     if (c.qk_norm) {
       be.zero(dq_in->data(), T * c.q_dim() * a);
       be.zero(dk_in->data(), T * c.kv_dim() * a);
@@ -502,6 +532,8 @@ void Session::truncate(int64_t rows) {
   parents_.resize(static_cast<size_t>(rows));
   depth_.resize(static_cast<size_t>(rows));
   tokens_.resize(static_cast<size_t>(rows));
+  roots_.resize(static_cast<size_t>(rows));
+  row_long_.resize(static_cast<size_t>(rows));
 }
 
 int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<int32_t>& parents) {
@@ -520,20 +552,32 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
   std::vector<int32_t> depth = depth_;
   all_parents.insert(all_parents.end(), parents.begin(), parents.end());
   for (int64_t i = 0; i < n; ++i) depth.push_back(parents[i] < 0 ? 0 : depth[parents[i]] + 1);
-  // LongRoPE picks its factor set by the session's deepest row, as transformers picks it by the
-  // forward's largest position. When that choice changes, the cached keys were rotated with the
+  // LongRoPE picks its factor set per tree of the session (a root and its descendants) by the
+  // tree's deepest row, as transformers' generation picks it by the input's length (its largest
+  // position + 1). When a tree's choice changes, the keys cached for it were rotated with the
   // other set: the whole session is recomputed, as transformers' Phi-3 drops its cache on
   // crossing the original context (Phi3ForCausalLM.prepare_inputs_for_generation).
-  const bool want_long = c.rope_long(*std::max_element(depth.begin(), depth.end()));
-  if (base > 0 && want_long != rope_long_) {
-    std::vector<int32_t> all_tokens = tokens_;
-    all_tokens.insert(all_tokens.end(), tokens.begin(), tokens.end());
-    truncate(0);
-    rope_long_ = want_long;
-    append(all_tokens, all_parents);
-    return base;
+  std::vector<int32_t> roots = roots_;
+  for (int64_t i = 0; i < n; ++i) roots.push_back(parents[i] < 0 ? static_cast<int32_t>(base + i) : roots[parents[i]]);
+  std::vector<uint8_t> row_long(static_cast<size_t>(base + n), 0);
+  if (c.longrope()) {
+    std::unordered_map<int32_t, int32_t> deepest;
+    for (int64_t r = 0; r < base + n; ++r) deepest[roots[r]] = std::max(deepest[roots[r]], depth[r]);
+    for (int64_t r = 0; r < base + n; ++r) row_long[r] = c.rope_long(deepest[roots[r]]) ? 1 : 0;
+    if (!std::equal(row_long_.begin(), row_long_.end(), row_long.begin())) {
+      std::vector<int32_t> all_tokens = tokens_;
+      all_tokens.insert(all_tokens.end(), tokens.begin(), tokens.end());
+      truncate(0);
+      append(all_tokens, all_parents);
+      return base;
+    }
   }
-  rope_long_ = want_long;
+  std::vector<RopeRun> rope_runs;
+  for (int64_t i = 0; i < n; ++i) {
+    const bool long_factors = row_long[base + i] != 0;
+    if (rope_runs.empty() || rope_runs.back().long_factors != long_factors) rope_runs.push_back({i, i + 1, long_factors});
+    else rope_runs.back().end = i + 1;
+  }
   std::vector<int32_t> offsets, keys, w_offsets, w_keys;
   key_lists(all_parents, depth, static_cast<size_t>(base), 0, offsets, keys);
   if (c.sliding_window > 0) key_lists(all_parents, depth, static_cast<size_t>(base), c.sliding_window, w_offsets, w_keys);
@@ -583,8 +627,8 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
       be.rmsnorm_forward(q_in->data(), lw.q_norm->data(), q->data(), qk_rstd->as<float>(), n * c.heads, c.head_dim, eps);
       be.rmsnorm_forward(k_in->data(), lw.k_norm->data(), k_new, qk_rstd->as<float>(), n * c.kv_heads, c.head_dim, eps);
     }
-    model_.rope(l, rope_long_, q->data(), pos->as<int32_t>(), n, c.heads, false);
-    model_.rope(l, rope_long_, k_new, pos->as<int32_t>(), n, c.kv_heads, false);
+    model_.rope(l, rope_runs, q->data(), pos->as<int32_t>(), c.heads, false);
+    model_.rope(l, rope_runs, k_new, pos->as<int32_t>(), c.kv_heads, false);
     const bool windowed = c.layer_sliding(l);
     be.attention_forward(q->data(), k_cache_[l]->data(), v_cache_[l]->data(), (windowed ? wkoff : koff)->as<int32_t>(),
                          (windowed ? wkrows : krows)->as<int32_t>(), shape, attn->data(), lse->as<float>());
@@ -604,6 +648,8 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
   parents_ = std::move(all_parents);
   depth_ = std::move(depth);
   tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
+  roots_ = std::move(roots);
+  row_long_ = std::move(row_long);
   rows_ = base + n;
   return base;
 }

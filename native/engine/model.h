@@ -49,6 +49,12 @@ struct StepResult {
   int64_t recomputed_layers = 0;      // layers whose activations were recomputed in backward
 };
 
+// Rows [begin, end) of a batch rotated with LongRoPE's long (or short) factors.
+struct RopeRun {
+  int64_t begin, end;
+  bool long_factors;
+};
+
 class Model {
  public:
   Model(std::unique_ptr<Backend> backend, const ModelConfig& config,
@@ -88,8 +94,9 @@ class Model {
                      LayerActs& acts, Scratch& scratch);
   // The family switches, in one place each.
   // RoPE (or its backward) on rows of `heads` heads of q or k in a layer: the layer's
-  // frequencies (local or global; LongRoPE's long set when long_factors), rotary dims and scale.
-  void rope(int layer, bool long_factors, void* x, const int32_t* pos, int64_t rows, int64_t heads, bool backward);
+  // frequencies (local or global), rotary dims and scale; each run of rows with LongRoPE's
+  // long or short set as the run says.
+  void rope(int layer, const std::vector<RopeRun>& runs, void* x, const int32_t* pos, int64_t heads, bool backward);
   AttentionShape attention_shape(int64_t q_rows, int64_t kv_rows) const;
   void gate_forward(const void* gate, const void* up, void* h, int64_t n);  // SwiGLU or GeGLU
   void gate_backward(const void* dh, const void* gate, const void* up, void* dgate, void* dup, int64_t n);
@@ -133,7 +140,8 @@ class Session {
   std::vector<int32_t> parents_;  // host copy, for walking ancestors
   std::vector<int32_t> depth_;
   std::vector<int32_t> tokens_;   // host copy, to recompute the cache when LongRoPE switches
-  bool rope_long_ = false;        // the cached keys were rotated with LongRoPE's long factors
+  std::vector<int32_t> roots_;    // each row's tree (its root row)
+  std::vector<uint8_t> row_long_; // 1: the row's cached key was rotated with LongRoPE's long factors
   std::vector<BufferPtr> k_cache_, v_cache_;  // per layer [capacity x kv_dim]
   BufferPtr hidden_;                          // final-normed hidden [capacity x hidden]
 };

@@ -43,6 +43,11 @@ function samplePrompts(vocab: number): PreparedPrompt[] {
   ];
 }
 
+/** The trie as Model.trieBatch lays it out: a LongRoPE model's straddling prompts split by side. */
+function trieFor(c: EngineConfig, prompts: PreparedPrompt[]) {
+  return buildTrieBatch(prompts, c.ropeScaling?.type === 'longrope' ? { ropeSplit: c.ropeScaling.originalMaxPositionEmbeddings } : {});
+}
+
 function referenceOf(m: TinyModel): ReferenceWeights {
   return { config: m.config, tensor: (name) => m.weights.get(name)!.data };
 }
@@ -91,7 +96,7 @@ async function grads(adapter: NativeAdapter): Promise<Map<string, Float32Array>>
  * reference loss, two random entries of every adapter matrix.
  */
 async function expectFiniteDifferenceGradients(tiny: TinyModel, model: NativeModel, seed: number): Promise<void> {
-  const trie = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
+  const trie = trieFor(tiny.config, samplePrompts(tiny.config.vocabSize));
   const adapter = await model.createAdapter({ rank: 2, alpha: 4, targetModules: [], seed });
   await randomiseB(adapter, seed + 1, 0.5);
   await model.step(trie.batch, adapter, { kind: 'ce' });
@@ -157,9 +162,9 @@ const shapes: { name: string; options: TinyModelOptions; finiteDifferences?: boo
   },
   // Phi-3: one LoRA over the fused q/k/v and one over gate/up (A shared, B split by rows).
   { name: 'Phi-3: LoRA on fused qkv_proj and gate_up_proj, window 4', options: { seed: 17, family: { fusedProjections: true, slidingWindow: 4 } }, finiteDifferences: true },
-  // Phi-4-mini: LongRoPE on the first 3/4 of each head. The trie reaches depth 8 > 6, so the long
-  // factors apply (and the session test's first append, 5 rows deep, starts on the short ones
-  // and must recompute its cache when the rest crosses over).
+  // Phi-4-mini: LongRoPE on the first 3/4 of each head. Every sequence (7 to 9 positions) passes
+  // the original context 5, so the long factors apply; the session test's first append (5 rows,
+  // positions 0-4) starts on the short ones and must recompute its cache when the rest crosses.
   {
     name: 'Phi-4-mini: LongRoPE past the original context (long factors, attention factor) on 12 of 16 dims per head, fused LoRA',
     options: {
@@ -168,20 +173,22 @@ const shapes: { name: string; options: TinyModelOptions; finiteDifferences?: boo
       family: {
         fusedProjections: true,
         rotaryDim: 12,
-        ropeScaling: { type: 'longrope', shortFactor: [1, 1.2, 1.5, 2, 3, 5], longFactor: [1.1, 2, 4, 9, 20, 40], originalMaxPositionEmbeddings: 6, attentionFactor: 1.19 },
+        ropeScaling: { type: 'longrope', shortFactor: [1, 1.2, 1.5, 2, 3, 5], longFactor: [1.1, 2, 4, 9, 20, 40], originalMaxPositionEmbeddings: 5, attentionFactor: 1.19 },
       },
     },
     finiteDifferences: true,
   },
-  // Phi-3.5-mini: LongRoPE within the original context (short factors), whole heads.
+  // Phi-3.5-mini: LongRoPE with the original context 7 inside the first prompt's sequences
+  // (7, 8, 8 and 9 positions): its trie splits into a short and a long segment, and the trie
+  // must still match the per-sequence layout (each sequence its own choice) and the reference.
   {
-    name: 'Phi-3.5-mini: LongRoPE within the original context (short factors), window 4',
+    name: 'Phi-3.5-mini: LongRoPE straddled by a prompt\'s sequences (short and long factors), window 4',
     options: {
       seed: 19,
       family: {
         fusedProjections: true,
         slidingWindow: 4,
-        ropeScaling: { type: 'longrope', shortFactor: [1, 3, 7, 20], longFactor: [2, 4, 8, 16], originalMaxPositionEmbeddings: 64, attentionFactor: 1.3 },
+        ropeScaling: { type: 'longrope', shortFactor: [1, 3, 7, 20], longFactor: [2, 4, 8, 16], originalMaxPositionEmbeddings: 7, attentionFactor: 1.3 },
       },
     },
     finiteDifferences: false,
@@ -198,14 +205,14 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options, finiteDi
   afterAll(() => model.dispose());
 
   it('computes edge log-probabilities as the float64 reference does', async () => {
-    const trie = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
+    const trie = trieFor(tiny.config, samplePrompts(tiny.config.vocabSize));
     const { edgeLogProbs } = await model.forward(trie.batch);
     expect(relErr(edgeLogProbs, referenceEdgeLogProbs(referenceOf(tiny), trie.batch))).toBeLessThan(1e-5);
   });
 
   it('gives the per-sequence reference layout the same target log-probabilities with fewer positions', async () => {
     const prompts = samplePrompts(tiny.config.vocabSize);
-    const trie = buildTrieBatch(prompts);
+    const trie = trieFor(tiny.config, prompts);
     const perSequence = buildSequenceBatch(prompts);
     const a = sequenceLogProbs(trie, (await model.forward(trie.batch)).edgeLogProbs).flat();
     const b = sequenceLogProbs(perSequence, (await model.forward(perSequence.batch)).edgeLogProbs).flat();
@@ -217,7 +224,7 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options, finiteDi
     const prompts = samplePrompts(tiny.config.vocabSize);
     const adapter = await model.createAdapter({ rank: 3, alpha: 6, targetModules: [], seed: 11 });
     await randomiseB(adapter, 12);
-    const trie = buildTrieBatch(prompts);
+    const trie = trieFor(tiny.config, prompts);
     const perSequence = buildSequenceBatch(prompts);
     const lossTrie = (await model.step(trie.batch, adapter, { kind: 'ce' })).loss;
     const gTrie = await grads(adapter);
@@ -230,7 +237,7 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options, finiteDi
   });
 
   it('keeps the loss and gradients when every layer is recomputed in the backward', async () => {
-    const trie = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
+    const trie = trieFor(tiny.config, samplePrompts(tiny.config.vocabSize));
     const targetModules = tiny.config.fusedProjections ? ['qkv_proj' as const, 'down_proj' as const] : ['q_proj' as const, 'v_proj' as const, 'down_proj' as const];
     const adapter = await model.createAdapter({ rank: 2, alpha: 4, targetModules, seed: 2 });
     await randomiseB(adapter, 3);
@@ -247,7 +254,7 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options, finiteDi
   });
 
   it('sums the squares of every gradient tensor of the adapter for the norm', async () => {
-    const trie = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
+    const trie = trieFor(tiny.config, samplePrompts(tiny.config.vocabSize));
     const adapter = await model.createAdapter({ rank: 3, alpha: 6, targetModules: [], seed: 8 });
     await randomiseB(adapter, 9);
     await model.step(trie.batch, adapter, { kind: 'ce' });
@@ -284,14 +291,14 @@ describe.each(shapes)('the engine on a tiny model ($name)', ({ options, finiteDi
 
   if (options.family)
     it('is changed by its family switches (so the comparisons above test them)', async () => {
-      const trie = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
+      const trie = trieFor(tiny.config, samplePrompts(tiny.config.vocabSize));
       const { edgeLogProbs } = await model.forward(trie.batch);
       const llama = { ...tinyConfig({ ...options, family: undefined }) };
       expect(relErr(edgeLogProbs, referenceEdgeLogProbs({ ...referenceOf(tiny), config: llama }, trie.batch))).toBeGreaterThan(1e-3);
     });
 
   it('samples from a KV-cached session with the log-probabilities of the forward pass', async () => {
-    const { batch } = buildTrieBatch(samplePrompts(tiny.config.vocabSize));
+    const { batch } = trieFor(tiny.config, samplePrompts(tiny.config.vocabSize));
     const session = await model.createSession({ capacity: 4 });
     await session.append(batch.tokens.subarray(0, 5), batch.parents.subarray(0, 5));
     await session.append(batch.tokens.subarray(5), batch.parents.subarray(5));

@@ -62,7 +62,9 @@ async function worstDifference(path: string, f: Fixture, reference = f.targets.m
   const spec = await loadModelSpec(path);
   const model: NativeModel = await native().createModel({ config: spec.config, tensors: spec.tensors, device: 'cpu', threads: 1 });
   try {
-    const trie = buildTrieBatch([prompt(f)]);
+    // Laid out as Model.trieBatch does: a LongRoPE model's prompt split where its sequences straddle the original context.
+    const s = spec.config.ropeScaling;
+    const trie = buildTrieBatch([prompt(f)], s?.type === 'longrope' ? { ropeSplit: s.originalMaxPositionEmbeddings } : {});
     const ours = sequenceLogProbs(trie, (await model.forward(trie.batch)).edgeLogProbs)[0];
     const worst = Math.max(...reference.map((lp, i) => Math.abs(ours[i] - lp)));
     return { worst, config: spec.config as unknown as Record<string, unknown> };

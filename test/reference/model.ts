@@ -86,10 +86,11 @@ function rmsnorm(x: Float64Array, rows: number, d: number, w: ArrayLike<number>,
 const softcap = (x: number, cap: number | undefined) => (cap ? cap * Math.tanh(x / cap) : x);
 const geluTanh = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
 
-/** Rotates the first 2·inv.length dims of each head (the rest pass through), cos and sin times `scale`. */
-function rope(x: Float64Array, rows: number, heads: number, hd: number, pos: number[], inv: number[], scale: number): void {
-  const half = inv.length;
-  for (let i = 0; i < rows; i++)
+/** Rotates the first 2·inv.length dims of each head (the rest pass through) by row i's frequencies inv(i), cos and sin times `scale`. */
+function rope(x: Float64Array, rows: number, heads: number, hd: number, pos: number[], invOf: (row: number) => number[], scale: number): void {
+  for (let i = 0; i < rows; i++) {
+    const inv = invOf(i);
+    const half = inv.length;
     for (let h = 0; h < heads; h++) {
       const base = (i * heads + h) * hd;
       for (let j = 0; j < half; j++) {
@@ -99,6 +100,7 @@ function rope(x: Float64Array, rows: number, heads: number, hd: number, pos: num
         x[base + j + half] = scale * (a * Math.sin(t) + b * Math.cos(t));
       }
     }
+  }
 }
 
 /** Log-probabilities of the batch's edges under the model (and LoRA, when given), in float64. */
@@ -113,10 +115,17 @@ export function referenceEdgeLogProbs(m: ReferenceWeights, batch: NativeBatch, l
     depth.push(p < 0 ? 0 : depth[p] + 1);
     ancestors.push(p < 0 ? [r] : [...ancestors[p], r]);
   }
-  // LongRoPE: the long factors when the batch's deepest position + 1 passes the original context.
+  // LongRoPE: per tree of the forest, the long factors when its largest position (its edges'
+  // tokens included) + 1 passes the original context.
   const s = c.ropeScaling;
   const longrope = s?.type === 'longrope';
-  const globalInv = ropeInvFreq(c, false, longrope && Math.max(...depth) + 1 > s.originalMaxPositionEmbeddings!);
+  const root = ancestors.map((a) => a[0]);
+  const deepest = new Map<number, number>();
+  for (let r = 0; r < T; r++) deepest.set(root[r], Math.max(deepest.get(root[r]) ?? 0, depth[r]));
+  batch.edgeRows.forEach((r) => deepest.set(root[r], Math.max(deepest.get(root[r])!, depth[r] + 1)));
+  const shortInv = ropeInvFreq(c, false, false);
+  const longInv = ropeInvFreq(c, false, true);
+  const globalInv = (r: number) => (longrope && deepest.get(root[r])! + 1 > s.originalMaxPositionEmbeddings! ? longInv : shortInv);
   const localInv = ropeInvFreq(c, true);
   const globalScale = longrope ? (s.attentionFactor ?? 1) : 1;
   const off = c.normWeightOffset ?? 0;
@@ -137,7 +146,7 @@ export function referenceEdgeLogProbs(m: ReferenceWeights, batch: NativeBatch, l
     const p = `model.layers.${l}.`;
     const sliding = !!c.slidingWindow && (!c.layerTypes || c.layerTypes[l] === 'sliding_attention');
     const local = sliding && !!c.localRopeTheta;
-    const inv = local ? localInv : globalInv;
+    const inv = local ? () => localInv : globalInv;
     const ropeScale = local ? 1 : globalScale;
     const xn = rmsnorm(x, T, d, m.tensor(p + 'input_layernorm.weight'), eps, off);
     let q = lin(l, 'q_proj', xn, d, qd);

@@ -217,13 +217,15 @@ FAMILIES = {
                  lora=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
                  config=dict(sliding_window=4, tie_word_embeddings=False, rope_theta=10000.0, resid_pdrop=0.0, embd_pdrop=0.0,
                              original_max_position_embeddings=64)),
-    # Phi-3.5-mini's LongRoPE: short != long factors per frequency; every test sequence (8 to 144
-    # positions) is longer than original_max_position_embeddings 4, so transformers picks the long
-    # factors, with its default attention factor sqrt(1 + ln(64/4) / ln 4).
+    # Phi-3.5-mini's LongRoPE: short != long factors per frequency. original_max_position_embeddings
+    # 12 falls among the token-id test sequences (8 to 13 positions): transformers takes the short
+    # factors for those of 8 to 12 positions and the long ones for the 13-position one (its last
+    # token, which has no row of its own in a trie, is what puts it over) and for the chat
+    # template's (140 and more), with its default attention factor sqrt(1 + ln(64/12) / ln 12).
     "phi3_longrope": dict(cls="Phi3ForCausalLM", cfg="Phi3Config", template=PHI3_TEMPLATE, gguf=True,
                           lora=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
                           config=dict(sliding_window=None, tie_word_embeddings=False, rope_theta=10000.0, resid_pdrop=0.0,
-                                      embd_pdrop=0.0, max_position_embeddings=64, original_max_position_embeddings=4,
+                                      embd_pdrop=0.0, max_position_embeddings=64, original_max_position_embeddings=12,
                                       rope_scaling={"type": "longrope", "short_factor": [1.0, 1.3, 2.1, 4.5],
                                                     "long_factor": [1.2, 3.0, 9.0, 31.0]})),
     # Phi-4-mini: partial_rotary_factor 0.75 (12 of 16 dims per head), LongRoPE, tied embeddings.
