@@ -561,7 +561,7 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
   for (int64_t i = 0; i < n; ++i) roots.push_back(parents[i] < 0 ? static_cast<int32_t>(base + i) : roots[parents[i]]);
   std::vector<uint8_t> row_long(static_cast<size_t>(base + n), 0);
   if (c.longrope()) {
-    std::unordered_map<int32_t, int32_t> deepest;
+    std::vector<int32_t> deepest(static_cast<size_t>(base + n), 0);  // by root row
     for (int64_t r = 0; r < base + n; ++r) deepest[roots[r]] = std::max(deepest[roots[r]], depth[r]);
     for (int64_t r = 0; r < base + n; ++r) row_long[r] = c.rope_long(deepest[roots[r]]) ? 1 : 0;
     if (!std::equal(row_long_.begin(), row_long_.end(), row_long.begin())) {
