@@ -25,8 +25,9 @@ export interface EngineConfig {
     originalMaxPositionEmbeddings?: number;
     /**
      * longrope (Phi-3): each frequency is divided by its short factor, or by its long factor
-     * in a forward whose largest position + 1 exceeds originalMaxPositionEmbeddings (a trie
-     * batch: its deepest node; a sampling session: its deepest row). rotaryDim / 2 values each.
+     * where the largest position + 1 exceeds originalMaxPositionEmbeddings: per segment (tree)
+     * of a batch, its edges' tokens counted (Model.trieBatch splits straddling prompts), and
+     * per tree of a sampling session, by its deepest row. rotaryDim / 2 values each.
      */
     shortFactor?: number[];
     longFactor?: number[];
