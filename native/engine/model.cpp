@@ -19,6 +19,7 @@ struct Model::Plan {
   EdgeSet edges;  // device pointers below
   BufferPtr parent_rows, edge_parent, edge_token, edge_weight;
   int64_t n_edges = 0;
+  int64_t max_keys = 0;  // the longest key list of a row
   std::vector<float> edge_weights_host;
 };
 
@@ -99,6 +100,7 @@ Model::Plan Model::plan(const Batch& b, bool with_weights) const {
 
   p.tokens = upload_vector(be, b.tokens, "batch tokens");
   p.positions = upload_vector(be, depth, "batch positions");
+  for (size_t r = 0; r + 1 < offsets.size(); ++r) p.max_keys = std::max<int64_t>(p.max_keys, offsets[r + 1] - offsets[r]);
   p.key_offsets = upload_vector(be, offsets, "attention key offsets");
   p.key_rows = upload_vector(be, keys, "attention key lists");
   p.parent_rows = upload_vector(be, parent_rows, "edge parents");
@@ -285,6 +287,18 @@ ForwardResult Model::forward(const Batch& batch, const Adapter* adapter) {
   const Plan p = plan(batch, false);
   const int64_t T = p.rows;
   const size_t a = be.act_elem_size();
+  if (be.name() == "cpu") {
+    // One layer's activations (no kept input), the residual stream, projection and final-norm
+    // outputs, the head's statistics and the kernels' scratch.
+    const uint64_t acts = LayerActs::bytes_per_row(c, a, adapter ? adapter->rank() : 0) * static_cast<uint64_t>(T) - T * c.hidden * a;
+    const uint64_t others = T * a * 3 * c.hidden + head_bytes(p);
+    const uint64_t kernels = be.kernel_scratch_bytes(pass_shape(p, adapter ? adapter->rank() : 0, false));
+    check_memory(acts + others + kernels,
+                 "evaluating " + std::to_string(T) + " rows (" + std::to_string(p.edges.n_parents) + " parent positions, " +
+                     std::to_string(p.n_edges) + " target tokens; " + gib(acts) + " of layer activations, " + gib(others) + " of outputs, " +
+                     gib(kernels) + " of kernel scratch)",
+                 "try fewer prompts or targets per call (a smaller batch), fewer threads, or weights in a compact dtype to free memory");
+  }
   BufferPtr x = be.alloc(T * c.hidden * a, "residual stream");
   embed(p.tokens->as<int32_t>(), x->data(), T);
   LayerActs acts;
@@ -308,27 +322,59 @@ ForwardResult Model::forward(const Batch& batch, const Adapter* adapter) {
 }
 
 // ------------------------------------------------------------------------------------- step
-// The activation budget a step over T rows (P parents) can have on the CPU: the step's other
-// buffers (gradients, the head's chunks, GEMM packing; an upper estimate) and every layer's
-// input come first, then one layer's full activations for recomputing; what memory is left
-// after those, up to activation_budget(), keeps layers. Throws OUT_OF_MEMORY when even the
-// all-recomputed step does not fit.
-size_t Model::step_activation_room(int64_t T, size_t per_layer, int64_t P) {
+// What a pass over `p` hands the kernels, for Backend::kernel_scratch_bytes.
+PassShape Model::pass_shape(const Plan& p, int rank, bool backward) const {
   const ModelConfig& c = config_;
-  const uint64_t a = backend_->act_elem_size(), rows = static_cast<uint64_t>(T);
-  const uint64_t others = rows * a * (6 * c.hidden + 3 * c.intermediate + 2 * c.q_dim() + 2 * c.kv_dim()) +
-                          rows * sizeof(float) * (std::max(c.hidden, c.intermediate) + 8) +
-                          static_cast<uint64_t>(P) * sizeof(float) * (c.hidden + 8 * 4096 + c.vocab / 16) + (uint64_t{256} << 20);
+  PassShape s;
+  s.attention = attention_shape(p.rows, p.rows);
+  s.max_keys = p.max_keys;
+  s.max_in = std::max({c.hidden, c.q_dim(), c.kv_dim(), c.intermediate});
+  s.rank = rank;
+  s.parents = p.edges.n_parents;
+  s.edges = p.n_edges;
+  s.vocab = c.vocab;
+  s.hidden = c.hidden;
+  s.backward = backward;
+  return s;
+}
+
+// The final norm's statistics and the head's per-edge and per-parent outputs.
+uint64_t Model::head_bytes(const Plan& p) const {
+  return sizeof(float) * (static_cast<uint64_t>(p.rows) + p.n_edges * (2 + kEdgeStats) +
+                          static_cast<uint64_t>(std::max<int64_t>(1, p.edges.n_parents)) * kLogprobStats);
+}
+
+// The activation budget a step over `p` can have on the CPU. First come the step's other
+// buffers, each sized as step() allocates it: the residual stream, projection output,
+// final-norm output and gradient, residual and norm gradients ([T x hidden] each; a block
+// output gradient more under sandwich norms), three MLP gradients [T x intermediate], query,
+// attention, key and value gradients (their pre-norm copies under qk_norm), the head's
+// statistics, and the kernels' own scratch (Backend::kernel_scratch_bytes); then every
+// layer's input, then one layer's full activations for recomputing. What memory is left
+// after those, up to activation_budget(), keeps layers. Throws OUT_OF_MEMORY when even the
+// all-recomputed step does not fit. Sets `planned` to the bytes the step will allocate.
+size_t Model::step_activation_room(const Plan& p, size_t per_layer, int rank, uint64_t& planned) {
+  const ModelConfig& c = config_;
+  const uint64_t a = backend_->act_elem_size(), rows = static_cast<uint64_t>(p.rows);
+  const uint64_t widths = (6 + (c.sandwich_norms ? 1 : 0)) * c.hidden + 3 * c.intermediate + 2 * c.q_dim() + 2 * c.kv_dim() +
+                          (c.qk_norm ? c.q_dim() + c.kv_dim() : 0);
+  const uint64_t kernels = backend_->kernel_scratch_bytes(pass_shape(p, rank, true));
+  const uint64_t others = rows * a * widths + head_bytes(p) + kernels;
   const uint64_t inputs = rows * a * c.hidden * static_cast<uint64_t>(c.layers);
   const uint64_t least = others + inputs + per_layer;
   const MemoryAvailable m = available_memory();
   if (least > m.bytes)
     throw Error(ErrorCode::OUT_OF_MEMORY,
-                "a training step over " + std::to_string(T) + " rows needs at least " + gib(least) + " (" + gib(per_layer) +
-                    " of activations per layer, recomputed; " + gib(inputs) + " of layer inputs; " + gib(others) +
-                    " of gradients and scratch) but " + gib(m.bytes) + " is available (" + m.source +
-                    "); try fewer rows per step (fewer prompts or targets per batch), fewer threads, or a smaller model");
-  return static_cast<size_t>(std::min<uint64_t>(activation_budget(), m.bytes - least + per_layer));
+                "a training step over " + std::to_string(p.rows) + " rows needs at least " + gib(least) + " (" + gib(per_layer) +
+                    " of activations per layer, recomputed; " + gib(inputs) + " of layer inputs; " + gib(others - kernels) +
+                    " of gradients and outputs; " + gib(kernels) + " of kernel scratch) but " + gib(m.bytes) + " is available (" +
+                    m.source + "); try fewer rows per step (fewer prompts or targets per batch), fewer threads, or weights in a compact dtype");
+  const size_t room = static_cast<size_t>(std::min<uint64_t>(activation_budget(), m.bytes - least + per_layer));
+  const int64_t kept = std::min<int64_t>(c.layers, static_cast<int64_t>(room / std::max<size_t>(1, per_layer)));
+  // Kept layers hold their own input; recomputed ones share one set of activations.
+  const uint64_t layer_acts = per_layer - rows * a * c.hidden;
+  planned = others + inputs + static_cast<uint64_t>(kept) * layer_acts + (kept < c.layers ? layer_acts : 0);
+  return room;
 }
 
 StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& objective) {
@@ -347,7 +393,7 @@ StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& ob
   // backward starts there); the others keep only their input and are recomputed. On the CPU
   // the budget also stays within the memory available, checked before anything is allocated.
   const size_t per_layer = LayerActs::bytes_per_row(c, a, adapter.rank()) * static_cast<size_t>(T);
-  const size_t budget = be.name() == "cpu" ? step_activation_room(T, per_layer, p.edges.n_parents) : activation_budget();
+  const size_t budget = be.name() == "cpu" ? step_activation_room(p, per_layer, adapter.rank(), r.planned_bytes) : activation_budget();
   const int64_t kept = std::min<int64_t>(c.layers, static_cast<int64_t>(budget / std::max<size_t>(1, per_layer)));
   const int64_t first_kept = c.layers - kept;
   r.recomputed_layers = first_kept;
