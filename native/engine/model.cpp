@@ -519,6 +519,14 @@ void Session::reserve(int64_t rows) {
   const ModelConfig& c = model_.config();
   const size_t a = be.act_elem_size();
   const int64_t cap = std::max(rows, capacity_ * 2);
+  if (be.name() == "cpu") {
+    // The new cache is made layer by layer, each old buffer freed once copied.
+    const uint64_t kv = static_cast<uint64_t>(cap) * c.kv_dim() * a, need = 2 * c.layers * kv + static_cast<uint64_t>(cap) * c.hidden * a;
+    check_memory(need + static_cast<uint64_t>(capacity_) * std::max(c.kv_dim(), c.hidden) * a,
+                 "a sampling session's cache of " + std::to_string(cap) + " rows (keys and values of " + std::to_string(c.layers) +
+                     " layers and the final hidden states, " + gib(need) + ")",
+                 "try fewer samples per call, shorter prompts or a lower max tokens, or weights in a compact dtype to free memory");
+  }
   for (int64_t l = 0; l < c.layers; ++l) {
     for (auto* cache : {&k_cache_[l], &v_cache_[l]}) {
       BufferPtr grown = be.alloc(cap * c.kv_dim() * a, "KV cache");
@@ -552,7 +560,6 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
     require(tokens[i] >= 0 && tokens[i] < c.vocab, "session: token " + std::to_string(tokens[i]) + " is outside the vocabulary");
     require(parents[i] >= -1 && parents[i] < base + i, "session: parent " + std::to_string(parents[i]) + " of appended row " + std::to_string(i) + " does not exist");
   }
-  reserve(base + n);
   std::vector<int32_t> all_parents = parents_;
   std::vector<int32_t> depth = depth_;
   all_parents.insert(all_parents.end(), parents.begin(), parents.end());
@@ -563,6 +570,26 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
   std::vector<int32_t> positions(depth.begin() + base, depth.end());
 
   const size_t a = be.act_elem_size();
+  if (be.name() == "cpu") {
+    // This append's buffers (as allocated below) and the kernels' scratch; the cache's growth
+    // is checked by reserve().
+    const uint64_t rank = adapter_ ? adapter_->rank() : 0;
+    const uint64_t widths = 3 * c.hidden + 2 * c.q_dim() + 2 * c.intermediate + (c.qk_norm ? c.q_dim() + c.kv_dim() : 0) + (c.sandwich_norms ? c.hidden : 0);
+    const uint64_t buffers = n * (a * widths + sizeof(float) * (1 + c.heads + rank + (c.qk_norm ? c.heads : 0))) +
+                             sizeof(int32_t) * (2 * n + 2 * (offsets.size() + keys.size() + w_offsets.size() + w_keys.size()));
+    PassShape s;
+    s.attention = model_.attention_shape(n, base + n);
+    for (size_t r = 0; r + 1 < offsets.size(); ++r) s.max_keys = std::max<int64_t>(s.max_keys, offsets[r + 1] - offsets[r]);
+    s.max_in = std::max({c.hidden, c.q_dim(), c.kv_dim(), c.intermediate});
+    s.rank = static_cast<int>(rank);
+    s.vocab = c.vocab, s.hidden = c.hidden;
+    const uint64_t kernels = be.kernel_scratch_bytes(s);
+    check_memory(buffers + kernels,
+                 "appending " + std::to_string(n) + " rows to a sampling session of " + std::to_string(base) + " rows (" + gib(buffers) +
+                     " of activations, " + gib(kernels) + " of kernel scratch)",
+                 "try fewer samples per call, shorter prompts, or weights in a compact dtype to free memory");
+  }
+  reserve(base + n);
   BufferPtr tok = upload_vector(be, tokens, "session tokens");
   BufferPtr pos = upload_vector(be, positions, "session positions");
   BufferPtr koff = upload_vector(be, offsets, "attention key offsets");
@@ -643,6 +670,16 @@ void Session::sample(const std::vector<int32_t>& rows, const std::vector<uint64_
   tokens.assign(n, 0);
   logp.assign(n, 0.f);
   if (n == 0) return;
+  if (be.name() == "cpu") {
+    const ModelConfig& c = model_.config();
+    PassShape s;
+    s.samples = n;
+    s.vocab = c.vocab, s.hidden = c.hidden;
+    const uint64_t kernels = be.kernel_scratch_bytes(s);
+    check_memory(kernels + n * (sizeof(int32_t) * 2 + sizeof(uint64_t) + sizeof(float)),
+                 "drawing " + std::to_string(n) + " next tokens over a vocabulary of " + std::to_string(c.vocab) + " (" + gib(kernels) + " of logits and scratch)",
+                 "try fewer samples per call, or weights in a compact dtype to free memory");
+  }
   BufferPtr r = upload_vector(be, rows, "sample rows");
   BufferPtr st = upload_vector(be, streams, "sample streams");
   BufferPtr tok = be.alloc(n * sizeof(int32_t), "sampled tokens");

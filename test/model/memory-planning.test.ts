@@ -69,6 +69,48 @@ describe('memory planning', () => {
     model.dispose();
   });
 
+  it('refuses an eval forward whose activations would not fit, naming the rows and what to try', async () => {
+    const small = tinyConfig({ hidden: 256, heads: 4, intermediate: 768, vocab: 64, layers: 2 });
+    const model = await native().createModel({ config: small, tensors: initTensorSources(small), device: 'cpu', threads: 1 });
+    const batch = chainBatch(small.vocabSize, 4, 500);
+    limitWithRoom(8 * MiB);
+    const error = await failure(model.forward(batch));
+    expect(error).toBeInstanceOf(OutOfMemoryError);
+    expect(error.message).toMatch(
+      /^evaluating 2000 rows \(1996 parent positions, 1996 target tokens; \d+\.\d MiB of layer activations, .* of outputs, .* of kernel scratch\) needs \d+\.\d MiB but .* is available .*; try fewer prompts or targets per call \(a smaller batch\)/,
+    );
+    native().setMemoryLimit(0);
+    expect((await model.forward(batch)).edgeLogProbs.every(Number.isFinite)).toBe(true);
+    model.dispose();
+  });
+
+  it('refuses a sampling session whose cache, append or draw would not fit', async () => {
+    const wide = tinyConfig({ hidden: 256, heads: 4, intermediate: 256, vocab: 32768, layers: 2 });
+    const model = await native().createModel({ config: wide, tensors: initTensorSources(wide, { dtype: 'Q8_0' }), device: 'cpu', threads: 1 });
+    limitWithRoom(16 * MiB);
+    // 2 layers x 2 x 200k rows x 128 keys and values + 200k x 256 hidden, in f32: 586 MiB.
+    const cache = await failure(model.createSession({ capacity: 200_000 }));
+    expect(cache).toBeInstanceOf(OutOfMemoryError);
+    expect(cache.message).toMatch(/^a sampling session's cache of 200000 rows \(keys and values of 2 layers and the final hidden states, 58\d\.\d MiB\) needs .* but .* is available .*; try fewer samples per call, shorter prompts or a lower max tokens/);
+    const session = await model.createSession({ capacity: 16 });
+    const rows = 20_000;
+    const append = await failure(session.append(new Int32Array(rows).fill(1), Int32Array.from({ length: rows }, (_, i) => i - 1)));
+    expect(append).toBeInstanceOf(OutOfMemoryError);
+    expect(append.message).toMatch(/^appending 20000 rows to a sampling session of 0 rows \(.* of activations, .* of kernel scratch\) needs .*; try fewer samples per call, shorter prompts/);
+    native().setMemoryLimit(0);
+    await session.append(Int32Array.of(1, 2, 3), Int32Array.of(-1, 0, 1));
+    limitWithRoom(4 * MiB);
+    const many = 256;
+    const draw = await failure(session.sample(new Int32Array(many).fill(2), Uint32Array.from({ length: many }, (_, i) => i), { temperature: 1, topK: 0, topP: 1, seed: 1, step: 0 }));
+    expect(draw).toBeInstanceOf(OutOfMemoryError);
+    expect(draw.message).toMatch(/^drawing 256 next tokens over a vocabulary of 32768 \(.* of logits and scratch\) needs .*; try fewer samples per call/);
+    native().setMemoryLimit(0);
+    expect((await session.sample(Int32Array.of(2), Uint32Array.of(0), { temperature: 1, topK: 0, topP: 1, seed: 1, step: 0 })).tokens.length).toBe(1);
+    expect(session.rows()).toBe(3);
+    session.dispose();
+    model.dispose();
+  });
+
   // The plan is derived from the shapes (each buffer as step() and the kernels size it), so it
   // must cover a step's real peak and not overshoot it by much: measured in a child process,
   // whose peak RSS is the step's alone.
