@@ -58,6 +58,26 @@ void key_lists(const std::vector<int32_t>& parents, const std::vector<int32_t>& 
   }
 }
 
+// The bytes key_lists() makes for rows [first, end) and their uploaded copy: with a window,
+// the windowed lists too. Every row lists all its ancestors, so a long chain costs its
+// length squared over 2; checked before the lists are made.
+uint64_t key_list_bytes(const std::vector<int32_t>& depth, size_t first, int64_t window) {
+  uint64_t keys = 0, windowed = 0;
+  for (size_t r = first; r < depth.size(); ++r) {
+    keys += static_cast<uint64_t>(depth[r]) + 1;
+    if (window > 0) windowed += static_cast<uint64_t>(std::min<int64_t>(window, depth[r] + 1));
+  }
+  const uint64_t offsets = depth.size() - first + 1;
+  return 2 * sizeof(int32_t) * (keys + offsets + (window > 0 ? windowed + offsets : 0));
+}
+
+void check_key_lists(const Backend& be, const std::vector<int32_t>& depth, size_t first, int64_t window) {
+  if (be.name() != "cpu") return;
+  const uint64_t need = key_list_bytes(depth, first, window);
+  check_memory(need, "the attention key lists of " + std::to_string(depth.size() - first) + " rows (each lists its ancestors: " + gib(need) + ")",
+               "try shorter prompts or fewer rows per call (long chains cost their length squared)");
+}
+
 template <typename T>
 BufferPtr upload_vector(Backend& be, const std::vector<T>& v, const char* what) {
   BufferPtr buf = be.alloc(std::max<size_t>(1, v.size()) * sizeof(T), what);
@@ -73,6 +93,7 @@ Model::Plan Model::plan(const Batch& b, bool with_weights) const {
   p.rows = static_cast<int64_t>(b.tokens.size());
   require(p.rows > 0, "batch: no rows");
   const std::vector<int32_t> depth = row_depths(b, config_.vocab);
+  check_key_lists(be, depth, 0, config_.sliding_window);
   std::vector<int32_t> offsets, keys;
   key_lists(b.parents, depth, 0, 0, offsets, keys);
   require(keys.size() < (size_t{1} << 31), "batch: attention key lists exceed 2^31 entries; split the batch");
@@ -520,11 +541,9 @@ void Session::reserve(int64_t rows) {
   const size_t a = be.act_elem_size();
   const int64_t cap = std::max(rows, capacity_ * 2);
   if (be.name() == "cpu") {
-    // The new cache is made layer by layer, each old buffer freed once copied.
-    const uint64_t kv = static_cast<uint64_t>(cap) * c.kv_dim() * a, need = 2 * c.layers * kv + static_cast<uint64_t>(cap) * c.hidden * a;
-    check_memory(need + static_cast<uint64_t>(capacity_) * std::max(c.kv_dim(), c.hidden) * a,
-                 "a sampling session's cache of " + std::to_string(cap) + " rows (keys and values of " + std::to_string(c.layers) +
-                     " layers and the final hidden states, " + gib(need) + ")",
+    const uint64_t need = growth_bytes(rows);
+    check_memory(need, "a sampling session's cache of " + std::to_string(cap) + " rows (keys and values of " + std::to_string(c.layers) +
+                           " layers and the final hidden states, " + gib(need) + ")",
                  "try fewer samples per call, shorter prompts or a lower max tokens, or weights in a compact dtype to free memory");
   }
   for (int64_t l = 0; l < c.layers; ++l) {
@@ -538,6 +557,15 @@ void Session::reserve(int64_t rows) {
   if (hidden_ && rows_ > 0) be.copy(hidden->data(), hidden_->data(), rows_ * c.hidden * a);
   hidden_ = std::move(hidden);
   capacity_ = cap;
+}
+
+// What growing the cache to hold `rows` allocates: the new cache (made layer by layer, each
+// old buffer freed once copied, so one old buffer more at the worst); 0 when it holds them.
+uint64_t Session::growth_bytes(int64_t rows) const {
+  if (rows <= capacity_) return 0;
+  const ModelConfig& c = model_.config();
+  const uint64_t a = model_.backend().act_elem_size(), cap = static_cast<uint64_t>(std::max(rows, capacity_ * 2));
+  return cap * a * (2 * c.layers * c.kv_dim() + c.hidden) + static_cast<uint64_t>(capacity_) * a * std::max(c.kv_dim(), c.hidden);
 }
 
 void Session::reset() { truncate(0); }
@@ -564,6 +592,7 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
   std::vector<int32_t> depth = depth_;
   all_parents.insert(all_parents.end(), parents.begin(), parents.end());
   for (int64_t i = 0; i < n; ++i) depth.push_back(parents[i] < 0 ? 0 : depth[parents[i]] + 1);
+  check_key_lists(be, depth, static_cast<size_t>(base), c.sliding_window);
   std::vector<int32_t> offsets, keys, w_offsets, w_keys;
   key_lists(all_parents, depth, static_cast<size_t>(base), 0, offsets, keys);
   if (c.sliding_window > 0) key_lists(all_parents, depth, static_cast<size_t>(base), c.sliding_window, w_offsets, w_keys);
@@ -571,22 +600,21 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
 
   const size_t a = be.act_elem_size();
   if (be.name() == "cpu") {
-    // This append's buffers (as allocated below) and the kernels' scratch; the cache's growth
-    // is checked by reserve().
+    // This append's buffers (as allocated below; the key lists, made and checked above, are
+    // resident already), the kernels' scratch and the cache's growth.
     const uint64_t rank = adapter_ ? adapter_->rank() : 0;
     const uint64_t widths = 3 * c.hidden + 2 * c.q_dim() + 2 * c.intermediate + (c.qk_norm ? c.q_dim() + c.kv_dim() : 0) + (c.sandwich_norms ? c.hidden : 0);
-    const uint64_t buffers = n * (a * widths + sizeof(float) * (1 + c.heads + rank + (c.qk_norm ? c.heads : 0))) +
-                             sizeof(int32_t) * (2 * n + 2 * (offsets.size() + keys.size() + w_offsets.size() + w_keys.size()));
+    const uint64_t buffers = n * (a * widths + sizeof(float) * (1 + c.heads + rank + (c.qk_norm ? c.heads : 0)) + 2 * sizeof(int32_t));
     PassShape s;
     s.attention = model_.attention_shape(n, base + n);
     for (size_t r = 0; r + 1 < offsets.size(); ++r) s.max_keys = std::max<int64_t>(s.max_keys, offsets[r + 1] - offsets[r]);
     s.max_in = std::max({c.hidden, c.q_dim(), c.kv_dim(), c.intermediate});
     s.rank = static_cast<int>(rank);
     s.vocab = c.vocab, s.hidden = c.hidden;
-    const uint64_t kernels = be.kernel_scratch_bytes(s);
-    check_memory(buffers + kernels,
+    const uint64_t kernels = be.kernel_scratch_bytes(s), growth = growth_bytes(base + n);
+    check_memory(buffers + kernels + growth,
                  "appending " + std::to_string(n) + " rows to a sampling session of " + std::to_string(base) + " rows (" + gib(buffers) +
-                     " of activations, " + gib(kernels) + " of kernel scratch)",
+                     " of activations, " + gib(kernels) + " of kernel scratch, " + gib(growth) + " for its cache to grow)",
                  "try fewer samples per call, shorter prompts, or weights in a compact dtype to free memory");
   }
   reserve(base + n);

@@ -126,6 +126,7 @@ class Session {
 
  private:
   void reserve(int64_t rows);
+  uint64_t growth_bytes(int64_t rows) const;
 
   Model& model_;
   const Adapter* adapter_;

@@ -79,6 +79,9 @@ describe('memory planning', () => {
     expect(error.message).toMatch(
       /^evaluating 2000 rows \(1996 parent positions, 1996 target tokens; \d+\.\d MiB of layer activations, .* of outputs, .* of kernel scratch\) needs \d+\.\d MiB but .* is available .*; try fewer prompts or targets per call \(a smaller batch\)/,
     );
+    // One prompt of 20 000 tokens: its key lists alone (each row lists its ancestors) are 1.5 GiB.
+    const keys = await failure(model.forward(chainBatch(small.vocabSize, 1, 20_000)));
+    expect(keys.message).toMatch(/^the attention key lists of 20000 rows \(each lists its ancestors: 1\.5 GiB\) needs .*; try shorter prompts/);
     native().setMemoryLimit(0);
     expect((await model.forward(batch)).edgeLogProbs.every(Number.isFinite)).toBe(true);
     model.dispose();
@@ -94,9 +97,16 @@ describe('memory planning', () => {
     expect(cache.message).toMatch(/^a sampling session's cache of 200000 rows \(keys and values of 2 layers and the final hidden states, 58\d\.\d MiB\) needs .* but .* is available .*; try fewer samples per call, shorter prompts or a lower max tokens/);
     const session = await model.createSession({ capacity: 16 });
     const rows = 20_000;
-    const append = await failure(session.append(new Int32Array(rows).fill(1), Int32Array.from({ length: rows }, (_, i) => i - 1)));
+    // A chain of 20 000 rows lists 2 x 10^8 keys (1.5 GiB) before any activation.
+    const chain = await failure(session.append(new Int32Array(rows).fill(1), Int32Array.from({ length: rows }, (_, i) => i - 1)));
+    expect(chain).toBeInstanceOf(OutOfMemoryError);
+    expect(chain.message).toMatch(/^the attention key lists of 20000 rows \(each lists its ancestors: 1\.5 GiB\) needs .*; try shorter prompts or fewer rows per call/);
+    // As many one-row prompts: few keys, but 20 000 rows of activations and a cache to grow.
+    const append = await failure(session.append(new Int32Array(rows).fill(1), new Int32Array(rows).fill(-1)));
     expect(append).toBeInstanceOf(OutOfMemoryError);
-    expect(append.message).toMatch(/^appending 20000 rows to a sampling session of 0 rows \(.* of activations, .* of kernel scratch\) needs .*; try fewer samples per call, shorter prompts/);
+    expect(append.message).toMatch(
+      /^appending 20000 rows to a sampling session of 0 rows \(1\d\d\.\d MiB of activations, .* of kernel scratch, 5\d\.\d MiB for its cache to grow\) needs .*; try fewer samples per call, shorter prompts/,
+    );
     native().setMemoryLimit(0);
     await session.append(Int32Array.of(1, 2, 3), Int32Array.of(-1, 0, 1));
     limitWithRoom(4 * MiB);
