@@ -1,11 +1,11 @@
 /**
  * Peak memory of one training step on RNG 1–10 with random-init Llama-2 presets whose weights
  * are kept compact (bf16, Q8_0), against the issue's targets: llama-2-7b bf16 ≤ 16 GiB, Q8_0
- * ≤ 10 GiB; llama-2-13b Q8_0 ≤ 20 GiB. Also seconds per step and the fraction of the ceiling:
+ * ≤ 10 GiB; llama-2-13b Q8_0 ≤ 20 GiB (and Q4_K for both, which has no target). Also seconds per step and the fraction of the ceiling:
  * an external BLAS (MKL through torch, OpenBLAS through numpy) on the step's GEMM shapes and
  * threads, measured in the same run after the cases (bench/step-cost.ts).
  *
- *   npx tsx bench/memory.bench.ts [--cases 7b-bf16,7b-q8_0,13b-q8_0] [--steps 2] [--out FILE]
+ *   npx tsx bench/memory.bench.ts [--cases 7b-bf16,7b-q8_0,13b-q8_0,7b-q4_k,13b-q4_k] [--steps 2] [--out FILE]
  *   npx tsx bench/memory.bench.ts --cases smollm2-bf16      (a quick check of the harness)
  *
  * Each case runs in a child process of its own, so its peak RSS (getrusage's maxrss: the
@@ -33,6 +33,8 @@ const cases: Record<string, { preset: PresetName; dtype: string; targetGiB?: num
   '7b-bf16': { preset: 'llama-2-7b', dtype: 'bf16', targetGiB: 16 },
   '7b-q8_0': { preset: 'llama-2-7b', dtype: 'q8_0', targetGiB: 10 },
   '13b-q8_0': { preset: 'llama-2-13b', dtype: 'q8_0', targetGiB: 20 },
+  '7b-q4_k': { preset: 'llama-2-7b', dtype: 'q4_k' },
+  '13b-q4_k': { preset: 'llama-2-13b', dtype: 'q4_k' },
   'smollm2-bf16': { preset: 'smollm2-135m', dtype: 'bf16' },
 };
 const task = 'data/tasks/reference/prompts/numbers/rng-0.json';

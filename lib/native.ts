@@ -169,7 +169,14 @@ export interface NativeModel {
     batch: NativeBatch,
     adapter: NativeAdapter,
     objective?: NativeObjective,
-  ): Promise<{ edgeLogProbs: Float32Array; edgeLoss: Float32Array; loss: number; recomputedLayers: number }>;
+  ): Promise<{
+    edgeLogProbs: Float32Array;
+    edgeLoss: Float32Array;
+    loss: number;
+    recomputedLayers: number;
+    /** CPU: the bytes the step's memory plan expected it to allocate at its peak (0 elsewhere). */
+    plannedBytes: number;
+  }>;
   createAdapter(options: { rank: number; alpha: number; targetModules: string[]; seed: number }): Promise<NativeAdapter>;
   createSession(options: { adapter?: NativeAdapter | null; capacity?: number }): Promise<NativeSession>;
   info(): { device: string; weightBytes: number };

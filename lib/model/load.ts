@@ -41,7 +41,7 @@ export interface RandomModelSpec {
   randomInit: true;
   /** Seeds the weights (default 0); the same seed gives the same weights on every device. */
   seed?: number;
-  /** Storage of the matrices: 'f32' (default), 'bf16', 'f16', 'q8_0', 'q4_0' or 'q4_1' (values rounded to it). */
+  /** Storage of the matrices: 'f32' (default), 'bf16', 'f16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_k', 'q5_k' or 'q6_k' (values rounded to it as llama.cpp rounds; K-quant rows are whole 256-value blocks). */
   dtype?: string;
 }
 

@@ -130,12 +130,16 @@ export interface InitOptions {
   seed?: number;
   /** Standard deviation of the normal matrices (default 0.02, as Llama's initializer_range). */
   std?: number;
-  /** The type the matrices are stored in (default 'F32'): 'BF16', 'F16', 'Q8_0', 'Q4_0', 'Q4_1'. */
+  /**
+   * The type the matrices are stored in (default 'F32'): 'BF16', 'F16', or a GGUF block type
+   * ('Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'), rounded as llama.cpp's
+   * reference quantizers round. A matrix's rows must be whole blocks (32 values; 256 for the K-quants).
+   */
   dtype?: InitDtype;
 }
 
 /** Storage types a random-init matrix can be rounded to. */
-export const initDtypes = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1'] as const;
+export const initDtypes = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
 /** One of initDtypes: the storage a random-init matrix is rounded to. */
 export type InitDtype = (typeof initDtypes)[number];
 

@@ -256,6 +256,7 @@ Napi::Value ModelWrap::Step(const Napi::CallbackInfo& info) {
         out.Set("edgeLoss", to_float32(env, result->edge_loss));
         out.Set("loss", Napi::Number::New(env, result->loss));
         out.Set("recomputedLayers", Napi::Number::New(env, static_cast<double>(result->recomputed_layers)));
+        out.Set("plannedBytes", Napi::Number::New(env, static_cast<double>(result->planned_bytes)));
         return out;
       });
 }

@@ -471,6 +471,14 @@ void forward_core(const float* q, const float* k, const float* v, const int32_t*
   });
 }
 
+// Row blocks of the backward: about 4 per thread over the kv heads, fewer when their dk / dv
+// copies would pass 256 MiB.
+int64_t backward_blocks(const AttentionShape& s) {
+  const int64_t copy_bytes = 2 * s.kv_rows * s.kv_heads * s.head_dim * static_cast<int64_t>(sizeof(float));
+  const int64_t blocks = std::clamp<int64_t>((4 * thread_count() + s.kv_heads - 1) / s.kv_heads, 1, std::max<int64_t>(1, s.q_rows));
+  return std::max<int64_t>(1, std::min<int64_t>(blocks, 1 + (int64_t{256} << 20) / std::max<int64_t>(1, copy_bytes)));
+}
+
 // attention_backward for head dims that are a multiple of 16.
 void backward_core(const float* dout, const float* q, const float* k, const float* v, const float* out,
                    const float* lse, const int32_t* key_offsets, const int32_t* key_rows,
@@ -488,9 +496,7 @@ void backward_core(const float* dout, const float* q, const float* k, const floa
   // Tasks are (row block, kv head). Block 0 adds into dk / dv directly, every other block into
   // its own zeroed copy, summed in block order at the end: no races, and the same result on
   // every run with the same thread count. The copies are capped at 256 MiB.
-  const int64_t copy_bytes = 2 * kv_elems * static_cast<int64_t>(sizeof(float));
-  int64_t blocks = std::clamp<int64_t>((4 * thread_count() + s.kv_heads - 1) / s.kv_heads, 1, s.q_rows);
-  blocks = std::max<int64_t>(1, std::min<int64_t>(blocks, 1 + (int64_t{256} << 20) / std::max<int64_t>(1, copy_bytes)));
+  const int64_t blocks = backward_blocks(s);
   const std::vector<int64_t> bounds = split_by_keys(key_offsets, s.q_rows, blocks);
   std::vector<float> copies(static_cast<size_t>(blocks - 1) * 2 * kv_elems, 0.f);
   parallel_tasks(blocks * s.kv_heads, [&](int64_t task) {
@@ -563,6 +569,21 @@ void attention_backward(const float* dout, const float* q, const float* k, const
   p.unpad(dq_p, s.q_rows, s.q_heads, dq);
   p.unpad(dk_p, s.kv_rows, s.kv_heads, dk);
   p.unpad(dv_p, s.kv_rows, s.kv_heads, dv);
+}
+
+uint64_t attention_scratch_bytes(const AttentionShape& s, int64_t max_keys, bool backward) {
+  const uint64_t f = sizeof(float), to = (s.head_dim + kTile - 1) / kTile * kTile;
+  const uint64_t q_elems = static_cast<uint64_t>(s.q_rows) * s.q_heads * to, kv_elems = static_cast<uint64_t>(s.kv_rows) * s.kv_heads * to;
+  const uint64_t tiles = static_cast<uint64_t>(s.kv_heads) * ((s.kv_rows + kTile - 1) / kTile) * to * kTile;
+  const uint64_t rows_per_task = (backward ? 2 : 1) * static_cast<uint64_t>(kRowBlock) * kMaxHeads * max_keys + 1;
+  const uint64_t tasks = static_cast<uint64_t>(thread_count()) * rows_per_task;
+  // Padded copies: forward q, k, v and out; backward dout, q, k, v, out, dq, dk, dv.
+  const uint64_t padded = to == static_cast<uint64_t>(s.head_dim) ? 0 : backward ? 4 * q_elems + 4 * kv_elems : 2 * q_elems + 2 * kv_elems;
+  if (!backward) return f * (padded + tiles + tasks);
+  AttentionShape p = s;
+  p.head_dim = static_cast<int>(to);
+  const uint64_t copies = static_cast<uint64_t>(backward_blocks(p) - 1) * 2 * kv_elems;
+  return f * (padded + 2 * tiles + tasks + copies);
 }
 
 }  // namespace diffuse

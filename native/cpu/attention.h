@@ -24,4 +24,11 @@ void attention_backward(const float* dout, const float* q, const float* k, const
                         const int32_t* key_rows, const AttentionShape& shape, float* dq,
                         float* dk, float* dv);
 
+// Bytes attention_forward (or, with `backward`, attention_backward) allocates for itself on
+// `shape` when no query row reads more than `max_keys` keys: the transposed k (and v) tiles,
+// the zero-padded copies a head dim that is not a multiple of 16 runs on, the tasks' score
+// rows (one task per thread at a time) and the backward's per-block dk / dv copies. An upper
+// estimate: the same sizes the kernels compute, taking the transposes as made.
+uint64_t attention_scratch_bytes(const AttentionShape& shape, int64_t max_keys, bool backward);
+
 }  // namespace diffuse

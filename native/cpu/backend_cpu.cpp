@@ -48,6 +48,23 @@ class HostBuffer final : public Buffer {
   StorageType storage_;
 };
 
+// An upper bound of the packing buffer one thread's GEMM keeps (cpu/gemm.cpp's scratch(),
+// which only grows) for M rows of A over K: on the packed path, A packed whole (M rounded up
+// to the register tile, K to whole K blocks) and each task's B sliver and widened panel; the
+// direct and dot paths' task buffers (at most 24 columns or a 2^16-float row group, plus the
+// direct path's two row tiles). Tiles and blocks are the largest of the three kernel sets
+// (mr 8, nr 48, kc 256, mc 384, nc 576); tasks are 4 a thread (kTasksPerThread), plus a
+// row block each where A has more than 4 a thread.
+uint64_t gemm_scratch_bound(int64_t M, int64_t K) {
+  if (M <= 0 || K <= 0) return 0;
+  constexpr uint64_t mr = 8, nr = 48, kc = 256, mc = 384, nc = 576;
+  const uint64_t m = static_cast<uint64_t>(M), k = static_cast<uint64_t>(K);
+  const uint64_t kblocks = (k + kc - 1) / kc, tasks = 4 * static_cast<uint64_t>(thread_count()) + (m + mc - 1) / mc;
+  const uint64_t apack = (m + mr) * (k + kblocks) + 16;
+  const uint64_t task = std::max({kc * (nr + nc) + 32, 24 * (k + 1) + 40, (uint64_t{1} << 16) + 16 * k + 16, 2 * mr * kc + kc * (nr + nc)});
+  return sizeof(float) * (apack + tasks * task);
+}
+
 const float* f(const void* p) { return static_cast<const float*>(p); }
 float* f(void* p) { return static_cast<float*>(p); }
 
@@ -62,6 +79,23 @@ class CpuBackend final : public Backend {
   size_t available_memory() override {
     const uint64_t bytes = ::diffuse::available_memory().bytes;
     return bytes > SIZE_MAX ? SIZE_MAX : static_cast<size_t>(bytes);
+  }
+  // The calling thread's GEMM buffer (the linear layers over K = max_in + rank, the rank-r
+  // reductions over K = rows); the pool threads' (the head's chunks and sampling, over the
+  // parent or sampled rows); LoRA's per-thread rank-sized buffers; and the largest op's own
+  // allocations: attention, log-probabilities, sampling.
+  uint64_t kernel_scratch_bytes(const PassShape& s) const override {
+    const int64_t T = s.attention.q_rows, r = s.rank, threads = thread_count();
+    uint64_t gemm = gemm_scratch_bound(T, s.max_in + r);
+    if (r > 0) gemm = std::max(gemm, gemm_scratch_bound(r, T));
+    const int64_t head_rows = std::max<int64_t>(s.parents, std::min<int64_t>(s.samples, 64));
+    gemm += static_cast<uint64_t>(threads) * gemm_scratch_bound(head_rows, s.hidden);
+    const uint64_t lora = r > 0 ? sizeof(float) * static_cast<uint64_t>(threads) * (2 * s.max_in * r + T * r) : 0;
+    uint64_t op = attention_scratch_bytes(s.attention, s.max_keys, s.backward);
+    op = std::max(op, logprobs_scratch_bytes(s.parents, s.edges, s.vocab, s.hidden, false));
+    if (s.backward) op = std::max(op, logprobs_scratch_bytes(s.parents, s.edges, s.vocab, s.hidden, true));
+    op = std::max(op, sample_scratch_bytes(s.samples, s.vocab, s.hidden));
+    return gemm + lora + op;
   }
   size_t act_elem_size() const override { return sizeof(float); }
   size_t weight_elem_size() const override { return sizeof(float); }

@@ -274,6 +274,18 @@ void logprobs_forward(const float* hidden, int64_t dim, const LinearWeight& head
   }
 }
 
+uint64_t logprobs_scratch_bytes(int64_t parents, int64_t edges, int64_t vocab, int64_t dim, bool backward) {
+  if (parents == 0) return 0;
+  const uint64_t P = static_cast<uint64_t>(parents), E = static_cast<uint64_t>(edges), threads = static_cast<uint64_t>(thread_count());
+  const uint64_t cols = static_cast<uint64_t>(chunk_columns(parents, vocab, dim)), chunks = (static_cast<uint64_t>(vocab) + cols - 1) / cols;
+  const uint64_t shared = P * dim + 2 * (P + 1) + 2 * E;  // H, the child lists (offsets, fill, edges)
+  if (backward)
+    return sizeof(float) * (shared + P + std::min<uint64_t>(threads, chunks) * (P * dim + 2 * P * cols));
+  // Per chunk: mx, se, sq, sqz over parents and ec, ecz over edges (the GEM objectives');
+  // per task: the chunk's logits and GEM's q; per edge task: one widened head row.
+  return sizeof(float) * (shared + chunks * (4 * P + 2 * E) + threads * (P * cols + cols + dim) + chunks);
+}
+
 void logprobs_backward(const float* hidden, int64_t dim, const LinearWeight& head,
                        const EdgeSet& edges, const Objective& objective,
                        const float* parent_stats, const float* edge_stats, float* dhidden) {

@@ -20,4 +20,10 @@ void logprobs_backward(const float* hidden, int64_t dim, const LinearWeight& hea
                        const EdgeSet& edges, const Objective& objective,
                        const float* parent_stats, const float* edge_stats, float* dhidden);
 
+// Bytes logprobs_forward (or logprobs_backward) allocates for itself over `parents` parent
+// rows and `edges` edges of a [vocab x dim] head: the gathered parent rows, the child lists,
+// the per-chunk statistics, each running task's chunk of logits (one task per thread at a
+// time) and the backward's per-thread dhidden. Not the GEMMs' own packing (gemm.h).
+uint64_t logprobs_scratch_bytes(int64_t parents, int64_t edges, int64_t vocab, int64_t dim, bool backward);
+
 }  // namespace diffuse

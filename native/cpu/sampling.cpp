@@ -155,6 +155,12 @@ double uniform_draw(uint64_t seed, uint64_t stream, uint64_t step) {
   return uniform_from_counter(seed, stream, step);
 }
 
+uint64_t sample_scratch_bytes(int64_t n, int64_t vocab, int64_t dim) {
+  if (n == 0) return 0;
+  const uint64_t block = static_cast<uint64_t>(std::min(n, block_rows(vocab))), V = static_cast<uint64_t>(vocab);
+  return sizeof(float) * (block * (dim + V) + static_cast<uint64_t>(thread_count()) * (2 * V + V / kBlock + 1));
+}
+
 void sample_tokens(const float* hidden, int64_t dim, const LinearWeight& head, const int32_t* rows,
                    const uint64_t* streams, int64_t n, const SampleParams& params, uint64_t step,
                    int32_t* tokens, float* logp) {

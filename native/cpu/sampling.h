@@ -16,4 +16,8 @@ void sample_tokens(const float* hidden, int64_t dim, const LinearWeight& head, c
                    const uint64_t* streams, int64_t n, const SampleParams& params, uint64_t step,
                    int32_t* tokens, float* logp);
 
+// Bytes sample_tokens allocates for itself drawing n rows from a [vocab x dim] head: a block
+// of gathered rows and their logits, and each thread's draw scratch. Not the GEMM's packing.
+uint64_t sample_scratch_bytes(int64_t n, int64_t vocab, int64_t dim);
+
 }  // namespace diffuse

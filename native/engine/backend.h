@@ -125,6 +125,20 @@ struct RopeShape {
   float scale = 1.f;
 };
 
+// The shape of one pass of the model (a forward, a training step, a session's append or
+// sample), for Backend::kernel_scratch_bytes.
+struct PassShape {
+  AttentionShape attention;  // a layer's attention (q_rows: the pass's rows)
+  int64_t max_keys = 0;      // the longest key list of a row
+  int64_t max_in = 0;        // the widest linear layer input or output (the GEMMs' K)
+  int rank = 0;              // LoRA rank; 0 without an adapter
+  int64_t parents = 0;       // log-prob parents (0: no log-prob pass)
+  int64_t edges = 0;
+  int64_t samples = 0;       // rows drawn from (0: no sampling)
+  int64_t vocab = 0, hidden = 0;
+  bool backward = false;     // the pass runs every op's backward too
+};
+
 struct AdamWParams {
   double lr = 5e-5;
   double beta1 = 0.9;
@@ -180,6 +194,11 @@ class Backend {
   // Bytes this backend could still allocate now: the device's free memory plus what its
   // allocator holds cached for reuse (CUDA), the host's available memory (CPU).
   virtual size_t available_memory() = 0;
+  // Bytes this backend's kernels allocate on their own during a pass of `shape`, on top of
+  // the buffers the model hands them: the most any one op holds while it runs (ops run one
+  // at a time) plus what kernels keep cached between calls. An upper estimate from the
+  // shapes, for planning; 0 where kernels allocate nothing the planner needs to see.
+  virtual uint64_t kernel_scratch_bytes(const PassShape& shape) const { return 0; }
 
   // Conversions between host f32 and the backend's activation / weight types.
   virtual BufferPtr make_weight(const float* host, int64_t n, const char* what) = 0;

@@ -20,6 +20,7 @@ struct Model::Plan {
   EdgeSet edges;  // device pointers below
   BufferPtr parent_rows, edge_parent, edge_token, edge_weight;
   int64_t n_edges = 0;
+  int64_t max_keys = 0;  // the longest key list of a row
   std::vector<float> edge_weights_host;
 };
 
@@ -85,6 +86,26 @@ std::vector<RopeRun> rope_runs_of(const ModelConfig& c, const Batch& b, const st
   return runs;
 }
 
+// The bytes key_lists() makes for rows [first, end) and their uploaded copy: with a window,
+// the windowed lists too. Every row lists all its ancestors, so a long chain costs its
+// length squared over 2; checked before the lists are made.
+uint64_t key_list_bytes(const std::vector<int32_t>& depth, size_t first, int64_t window) {
+  uint64_t keys = 0, windowed = 0;
+  for (size_t r = first; r < depth.size(); ++r) {
+    keys += static_cast<uint64_t>(depth[r]) + 1;
+    if (window > 0) windowed += static_cast<uint64_t>(std::min<int64_t>(window, depth[r] + 1));
+  }
+  const uint64_t offsets = depth.size() - first + 1;
+  return 2 * sizeof(int32_t) * (keys + offsets + (window > 0 ? windowed + offsets : 0));
+}
+
+void check_key_lists(const Backend& be, const std::vector<int32_t>& depth, size_t first, int64_t window) {
+  if (be.name() != "cpu") return;
+  const uint64_t need = key_list_bytes(depth, first, window);
+  check_memory(need, "the attention key lists of " + std::to_string(depth.size() - first) + " rows (each lists its ancestors: " + gib(need) + ")",
+               "try shorter prompts or fewer rows per call (long chains cost their length squared)");
+}
+
 template <typename T>
 BufferPtr upload_vector(Backend& be, const std::vector<T>& v, const char* what) {
   BufferPtr buf = be.alloc(std::max<size_t>(1, v.size()) * sizeof(T), what);
@@ -100,6 +121,7 @@ Model::Plan Model::plan(const Batch& b, bool with_weights) const {
   p.rows = static_cast<int64_t>(b.tokens.size());
   require(p.rows > 0, "batch: no rows");
   const std::vector<int32_t> depth = row_depths(b, config_.vocab);
+  check_key_lists(be, depth, 0, config_.sliding_window);
   std::vector<int32_t> offsets, keys;
   key_lists(b.parents, depth, 0, 0, offsets, keys);
   require(keys.size() < (size_t{1} << 31), "batch: attention key lists exceed 2^31 entries; split the batch");
@@ -128,6 +150,7 @@ Model::Plan Model::plan(const Batch& b, bool with_weights) const {
   p.tokens = upload_vector(be, b.tokens, "batch tokens");
   p.positions = upload_vector(be, depth, "batch positions");
   p.rope_runs = rope_runs_of(config_, b, depth);
+  for (size_t r = 0; r + 1 < offsets.size(); ++r) p.max_keys = std::max<int64_t>(p.max_keys, offsets[r + 1] - offsets[r]);
   p.key_offsets = upload_vector(be, offsets, "attention key offsets");
   p.key_rows = upload_vector(be, keys, "attention key lists");
   p.parent_rows = upload_vector(be, parent_rows, "edge parents");
@@ -323,6 +346,18 @@ ForwardResult Model::forward(const Batch& batch, const Adapter* adapter) {
   const Plan p = plan(batch, false);
   const int64_t T = p.rows;
   const size_t a = be.act_elem_size();
+  if (be.name() == "cpu") {
+    // One layer's activations (no kept input), the residual stream, projection and final-norm
+    // outputs, the head's statistics and the kernels' scratch.
+    const uint64_t acts = LayerActs::bytes_per_row(c, a, adapter ? adapter->rank() : 0) * static_cast<uint64_t>(T) - T * c.hidden * a;
+    const uint64_t others = T * a * 3 * c.hidden + head_bytes(p);
+    const uint64_t kernels = be.kernel_scratch_bytes(pass_shape(p, adapter ? adapter->rank() : 0, false));
+    check_memory(acts + others + kernels,
+                 "evaluating " + std::to_string(T) + " rows (" + std::to_string(p.edges.n_parents) + " parent positions, " +
+                     std::to_string(p.n_edges) + " target tokens; " + gib(acts) + " of layer activations, " + gib(others) + " of outputs, " +
+                     gib(kernels) + " of kernel scratch)",
+                 "try fewer prompts or targets per call (a smaller batch), fewer threads, or weights in a compact dtype to free memory");
+  }
   BufferPtr x = be.alloc(T * c.hidden * a, "residual stream");
   embed(p.tokens->as<int32_t>(), x->data(), T);
   LayerActs acts;
@@ -346,27 +381,59 @@ ForwardResult Model::forward(const Batch& batch, const Adapter* adapter) {
 }
 
 // ------------------------------------------------------------------------------------- step
-// The activation budget a step over T rows (P parents) can have on the CPU: the step's other
-// buffers (gradients, the head's chunks, GEMM packing; an upper estimate) and every layer's
-// input come first, then one layer's full activations for recomputing; what memory is left
-// after those, up to activation_budget(), keeps layers. Throws OUT_OF_MEMORY when even the
-// all-recomputed step does not fit.
-size_t Model::step_activation_room(int64_t T, size_t per_layer, int64_t P) {
+// What a pass over `p` hands the kernels, for Backend::kernel_scratch_bytes.
+PassShape Model::pass_shape(const Plan& p, int rank, bool backward) const {
   const ModelConfig& c = config_;
-  const uint64_t a = backend_->act_elem_size(), rows = static_cast<uint64_t>(T);
-  const uint64_t others = rows * a * (6 * c.hidden + 3 * c.intermediate + 2 * c.q_dim() + 2 * c.kv_dim()) +
-                          rows * sizeof(float) * (std::max(c.hidden, c.intermediate) + 8) +
-                          static_cast<uint64_t>(P) * sizeof(float) * (c.hidden + 8 * 4096 + c.vocab / 16) + (uint64_t{256} << 20);
+  PassShape s;
+  s.attention = attention_shape(p.rows, p.rows);
+  s.max_keys = p.max_keys;
+  s.max_in = std::max({c.hidden, c.q_dim(), c.kv_dim(), c.intermediate});
+  s.rank = rank;
+  s.parents = p.edges.n_parents;
+  s.edges = p.n_edges;
+  s.vocab = c.vocab;
+  s.hidden = c.hidden;
+  s.backward = backward;
+  return s;
+}
+
+// The final norm's statistics and the head's per-edge and per-parent outputs.
+uint64_t Model::head_bytes(const Plan& p) const {
+  return sizeof(float) * (static_cast<uint64_t>(p.rows) + p.n_edges * (2 + kEdgeStats) +
+                          static_cast<uint64_t>(std::max<int64_t>(1, p.edges.n_parents)) * kLogprobStats);
+}
+
+// The activation budget a step over `p` can have on the CPU. First come the step's other
+// buffers, each sized as step() allocates it: the residual stream, projection output,
+// final-norm output and gradient, residual and norm gradients ([T x hidden] each; a block
+// output gradient more under sandwich norms), three MLP gradients [T x intermediate], query,
+// attention, key and value gradients (their pre-norm copies under qk_norm), the head's
+// statistics, and the kernels' own scratch (Backend::kernel_scratch_bytes); then every
+// layer's input, then one layer's full activations for recomputing. What memory is left
+// after those, up to activation_budget(), keeps layers. Throws OUT_OF_MEMORY when even the
+// all-recomputed step does not fit. Sets `planned` to the bytes the step will allocate.
+size_t Model::step_activation_room(const Plan& p, size_t per_layer, int rank, uint64_t& planned) {
+  const ModelConfig& c = config_;
+  const uint64_t a = backend_->act_elem_size(), rows = static_cast<uint64_t>(p.rows);
+  const uint64_t widths = (6 + (c.sandwich_norms ? 1 : 0)) * c.hidden + 3 * c.intermediate + 2 * c.q_dim() + 2 * c.kv_dim() +
+                          (c.qk_norm ? c.q_dim() + c.kv_dim() : 0);
+  const uint64_t kernels = backend_->kernel_scratch_bytes(pass_shape(p, rank, true));
+  const uint64_t others = rows * a * widths + head_bytes(p) + kernels;
   const uint64_t inputs = rows * a * c.hidden * static_cast<uint64_t>(c.layers);
   const uint64_t least = others + inputs + per_layer;
   const MemoryAvailable m = available_memory();
   if (least > m.bytes)
     throw Error(ErrorCode::OUT_OF_MEMORY,
-                "a training step over " + std::to_string(T) + " rows needs at least " + gib(least) + " (" + gib(per_layer) +
-                    " of activations per layer, recomputed; " + gib(inputs) + " of layer inputs; " + gib(others) +
-                    " of gradients and scratch) but " + gib(m.bytes) + " is available (" + m.source +
-                    "); try fewer rows per step (fewer prompts or targets per batch), fewer threads, or a smaller model");
-  return static_cast<size_t>(std::min<uint64_t>(activation_budget(), m.bytes - least + per_layer));
+                "a training step over " + std::to_string(p.rows) + " rows needs at least " + gib(least) + " (" + gib(per_layer) +
+                    " of activations per layer, recomputed; " + gib(inputs) + " of layer inputs; " + gib(others - kernels) +
+                    " of gradients and outputs; " + gib(kernels) + " of kernel scratch) but " + gib(m.bytes) + " is available (" +
+                    m.source + "); try fewer rows per step (fewer prompts or targets per batch), fewer threads, or weights in a compact dtype");
+  const size_t room = static_cast<size_t>(std::min<uint64_t>(activation_budget(), m.bytes - least + per_layer));
+  const int64_t kept = std::min<int64_t>(c.layers, static_cast<int64_t>(room / std::max<size_t>(1, per_layer)));
+  // Kept layers hold their own input; recomputed ones share one set of activations.
+  const uint64_t layer_acts = per_layer - rows * a * c.hidden;
+  planned = others + inputs + static_cast<uint64_t>(kept) * layer_acts + (kept < c.layers ? layer_acts : 0);
+  return room;
 }
 
 StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& objective) {
@@ -385,7 +452,7 @@ StepResult Model::step(const Batch& batch, Adapter& adapter, const Objective& ob
   // backward starts there); the others keep only their input and are recomputed. On the CPU
   // the budget also stays within the memory available, checked before anything is allocated.
   const size_t per_layer = LayerActs::bytes_per_row(c, a, adapter.rank()) * static_cast<size_t>(T);
-  const size_t budget = be.name() == "cpu" ? step_activation_room(T, per_layer, p.edges.n_parents) : activation_budget();
+  const size_t budget = be.name() == "cpu" ? step_activation_room(p, per_layer, adapter.rank(), r.planned_bytes) : activation_budget();
   const int64_t kept = std::min<int64_t>(c.layers, static_cast<int64_t>(budget / std::max<size_t>(1, per_layer)));
   const int64_t first_kept = c.layers - kept;
   r.recomputed_layers = first_kept;
@@ -511,6 +578,12 @@ void Session::reserve(int64_t rows) {
   const ModelConfig& c = model_.config();
   const size_t a = be.act_elem_size();
   const int64_t cap = std::max(rows, capacity_ * 2);
+  if (be.name() == "cpu") {
+    const uint64_t need = growth_bytes(rows);
+    check_memory(need, "a sampling session's cache of " + std::to_string(cap) + " rows (keys and values of " + std::to_string(c.layers) +
+                           " layers and the final hidden states, " + gib(need) + ")",
+                 "try fewer samples per call, shorter prompts or a lower max tokens, or weights in a compact dtype to free memory");
+  }
   for (int64_t l = 0; l < c.layers; ++l) {
     for (auto* cache : {&k_cache_[l], &v_cache_[l]}) {
       BufferPtr grown = be.alloc(cap * c.kv_dim() * a, "KV cache");
@@ -522,6 +595,15 @@ void Session::reserve(int64_t rows) {
   if (hidden_ && rows_ > 0) be.copy(hidden->data(), hidden_->data(), rows_ * c.hidden * a);
   hidden_ = std::move(hidden);
   capacity_ = cap;
+}
+
+// What growing the cache to hold `rows` allocates: the new cache (made layer by layer, each
+// old buffer freed once copied, so one old buffer more at the worst); 0 when it holds them.
+uint64_t Session::growth_bytes(int64_t rows) const {
+  if (rows <= capacity_) return 0;
+  const ModelConfig& c = model_.config();
+  const uint64_t a = model_.backend().act_elem_size(), cap = static_cast<uint64_t>(std::max(rows, capacity_ * 2));
+  return cap * a * (2 * c.layers * c.kv_dim() + c.hidden) + static_cast<uint64_t>(capacity_) * a * std::max(c.kv_dim(), c.hidden);
 }
 
 void Session::reset() { truncate(0); }
@@ -547,7 +629,6 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
     require(tokens[i] >= 0 && tokens[i] < c.vocab, "session: token " + std::to_string(tokens[i]) + " is outside the vocabulary");
     require(parents[i] >= -1 && parents[i] < base + i, "session: parent " + std::to_string(parents[i]) + " of appended row " + std::to_string(i) + " does not exist");
   }
-  reserve(base + n);
   std::vector<int32_t> all_parents = parents_;
   std::vector<int32_t> depth = depth_;
   all_parents.insert(all_parents.end(), parents.begin(), parents.end());
@@ -578,12 +659,32 @@ int64_t Session::append(const std::vector<int32_t>& tokens, const std::vector<in
     if (rope_runs.empty() || rope_runs.back().long_factors != long_factors) rope_runs.push_back({i, i + 1, long_factors});
     else rope_runs.back().end = i + 1;
   }
+  check_key_lists(be, depth, static_cast<size_t>(base), c.sliding_window);
   std::vector<int32_t> offsets, keys, w_offsets, w_keys;
   key_lists(all_parents, depth, static_cast<size_t>(base), 0, offsets, keys);
   if (c.sliding_window > 0) key_lists(all_parents, depth, static_cast<size_t>(base), c.sliding_window, w_offsets, w_keys);
   std::vector<int32_t> positions(depth.begin() + base, depth.end());
 
   const size_t a = be.act_elem_size();
+  if (be.name() == "cpu") {
+    // This append's buffers (as allocated below; the key lists, made and checked above, are
+    // resident already), the kernels' scratch and the cache's growth.
+    const uint64_t rank = adapter_ ? adapter_->rank() : 0;
+    const uint64_t widths = 3 * c.hidden + 2 * c.q_dim() + 2 * c.intermediate + (c.qk_norm ? c.q_dim() + c.kv_dim() : 0) + (c.sandwich_norms ? c.hidden : 0);
+    const uint64_t buffers = n * (a * widths + sizeof(float) * (1 + c.heads + rank + (c.qk_norm ? c.heads : 0)) + 2 * sizeof(int32_t));
+    PassShape s;
+    s.attention = model_.attention_shape(n, base + n);
+    for (size_t r = 0; r + 1 < offsets.size(); ++r) s.max_keys = std::max<int64_t>(s.max_keys, offsets[r + 1] - offsets[r]);
+    s.max_in = std::max({c.hidden, c.q_dim(), c.kv_dim(), c.intermediate});
+    s.rank = static_cast<int>(rank);
+    s.vocab = c.vocab, s.hidden = c.hidden;
+    const uint64_t kernels = be.kernel_scratch_bytes(s), growth = growth_bytes(base + n);
+    check_memory(buffers + kernels + growth,
+                 "appending " + std::to_string(n) + " rows to a sampling session of " + std::to_string(base) + " rows (" + gib(buffers) +
+                     " of activations, " + gib(kernels) + " of kernel scratch, " + gib(growth) + " for its cache to grow)",
+                 "try fewer samples per call, shorter prompts, or weights in a compact dtype to free memory");
+  }
+  reserve(base + n);
   BufferPtr tok = upload_vector(be, tokens, "session tokens");
   BufferPtr pos = upload_vector(be, positions, "session positions");
   BufferPtr koff = upload_vector(be, offsets, "attention key offsets");
@@ -667,6 +768,16 @@ void Session::sample(const std::vector<int32_t>& rows, const std::vector<uint64_
   tokens.assign(n, 0);
   logp.assign(n, 0.f);
   if (n == 0) return;
+  if (be.name() == "cpu") {
+    const ModelConfig& c = model_.config();
+    PassShape s;
+    s.samples = n;
+    s.vocab = c.vocab, s.hidden = c.hidden;
+    const uint64_t kernels = be.kernel_scratch_bytes(s);
+    check_memory(kernels + n * (sizeof(int32_t) * 2 + sizeof(uint64_t) + sizeof(float)),
+                 "drawing " + std::to_string(n) + " next tokens over a vocabulary of " + std::to_string(c.vocab) + " (" + gib(kernels) + " of logits and scratch)",
+                 "try fewer samples per call, or weights in a compact dtype to free memory");
+  }
   BufferPtr r = upload_vector(be, rows, "sample rows");
   BufferPtr st = upload_vector(be, streams, "sample streams");
   BufferPtr tok = be.alloc(n * sizeof(int32_t), "sampled tokens");

@@ -47,6 +47,7 @@ struct StepResult {
   std::vector<float> edge_loss;       // the objective's per-edge loss, before the weight
   double loss = 0;                    // sum_e weight_e * edge_loss_e
   int64_t recomputed_layers = 0;      // layers whose activations were recomputed in backward
+  uint64_t planned_bytes = 0;         // CPU: what the plan expected the step to allocate (its peak)
 };
 
 // Rows [begin, end) of a batch rotated with LongRoPE's long (or short) factors.
@@ -83,11 +84,14 @@ class Model {
   std::mutex& mutex() { return mutex_; }
 
  private:
-  size_t step_activation_room(int64_t T, size_t per_layer, int64_t parents);
   friend class Session;
   struct Plan;
   struct LayerActs;
   struct Scratch;
+
+  size_t step_activation_room(const Plan& p, size_t per_layer, int rank, uint64_t& planned);
+  PassShape pass_shape(const Plan& p, int rank, bool backward) const;
+  uint64_t head_bytes(const Plan& p) const;
 
   Plan plan(const Batch& batch, bool with_weights) const;
   void layer_forward(int layer, const Plan& plan, const Adapter* adapter, void* x,
@@ -132,6 +136,7 @@ class Session {
 
  private:
   void reserve(int64_t rows);
+  uint64_t growth_bytes(int64_t rows) const;
 
   Model& model_;
   const Adapter* adapter_;

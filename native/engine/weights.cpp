@@ -92,8 +92,11 @@ class Loader {
       buf = backend_.make_weight_init(s.init, n, static_cast<float>(s.std), s.seed, name.c_str());
     } else if (s.kind == TensorSource::Kind::Init) {
       if (s.init != "normal" || !whole_rows)
-        throw Error(ErrorCode::INVALID_ARGUMENT, where + ": only normal-initialised matrices whose rows are whole " + s.storage +
-                                                     " blocks can be stored as " + s.storage);
+        throw Error(ErrorCode::INVALID_ARGUMENT,
+                    where + ": only normal-initialised matrices whose rows are whole " + s.storage + " blocks can be stored as " + s.storage +
+                        (s.init == "normal" ? " (its rows hold " + std::to_string(shape.back()) + " values, not a multiple of " +
+                                                  std::to_string(storage_block_values(type)) + "); pick a type with smaller blocks (q8_0, q5_0, q4_0: 32 values)"
+                                            : ""));
       const std::vector<uint8_t> raw = init_stored(s, type, n);
       buf = keep ? backend_.make_weight_stored(type, raw.data(), n, name.c_str()) : widened(type, raw.data(), n, name);
     } else if (s.kind == TensorSource::Kind::File && keep) {
@@ -155,7 +158,7 @@ class Loader {
     auto as = [&](double bytes_per_value) { return gib(static_cast<uint64_t>(matrix_values * bytes_per_value) + vector_bytes); };
     check_memory(total + transient, "loading the model's weights (" + gib(total) + " kept, " + gib(transient) + " while loading)",
                  "try weights in a compact type, which the CPU keeps as they are (bf16: " + as(2) + ", q8_0: " + as(34.0 / 32) +
-                     ", q4_0: " + as(18.0 / 32) + "; a GGUF file of that type, or dtype for random weights), not weights: 'f32', or a smaller model");
+                     ", q4_0: " + as(18.0 / 32) + ", q4_k: " + as(144.0 / 256) + "; a GGUF file of that type, or dtype for random weights), not weights: 'f32', or a smaller model");
   }
 
  private:

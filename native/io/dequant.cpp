@@ -359,6 +359,242 @@ void quantize_q4_1(const float* x, uint8_t* y) {
   }
 }
 
+void quantize_q5_0(const float* x, uint8_t* y) {
+  float amax = 0.f, max = 0.f;
+  for (int j = 0; j < 32; ++j)
+    if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), max = x[j];
+  const float d = max / -16.f, id = d != 0.f ? 1.f / d : 0.f;
+  store_u16(y, f32_to_f16(d));
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    const int q0 = std::min(31, static_cast<int>(static_cast<int8_t>(x[j] * id + 16.5f)));
+    const int q1 = std::min(31, static_cast<int>(static_cast<int8_t>(x[j + 16] * id + 16.5f)));
+    y[6 + j] = static_cast<uint8_t>((q0 & 0xF) | ((q1 & 0xF) << 4));
+    qh |= static_cast<uint32_t>((q0 >> 4) & 1) << j | static_cast<uint32_t>((q1 >> 4) & 1) << (j + 16);
+  }
+  for (int i = 0; i < 4; ++i) y[2 + i] = static_cast<uint8_t>(qh >> (8 * i));
+}
+
+void quantize_q5_1(const float* x, uint8_t* y) {
+  float min = x[0], max = x[0];
+  for (int j = 1; j < 32; ++j) min = std::min(min, x[j]), max = std::max(max, x[j]);
+  const float d = (max - min) / 31.f, id = d != 0.f ? 1.f / d : 0.f;
+  store_u16(y, f32_to_f16(d));
+  store_u16(y + 2, f32_to_f16(min));
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    const int q0 = static_cast<uint8_t>((x[j] - min) * id + 0.5f);
+    const int q1 = static_cast<uint8_t>((x[j + 16] - min) * id + 0.5f);
+    y[8 + j] = static_cast<uint8_t>((q0 & 0xF) | ((q1 & 0xF) << 4));
+    qh |= static_cast<uint32_t>((q0 >> 4) & 1) << j | static_cast<uint32_t>((q1 >> 4) & 1) << (j + 16);
+  }
+  for (int i = 0; i < 4; ++i) y[4 + i] = static_cast<uint8_t>(qh >> (8 * i));
+}
+
+// ggml's round-to-nearest (ties to even) through the 1.5 * 2^23 trick; |x| < 2^22.
+int nearest_int(float x) {
+  const uint32_t b = float_bits(x + 12582912.f);
+  return static_cast<int>(b & 0x007FFFFF) - 0x00400000;
+}
+
+// ggml's make_qkx2_quants: a scale and min (returned as -min) for n values on levels
+// 0..nmax, the least weighted squared error over nstep + 1 trial scales around the
+// min/max one. L gets the levels.
+float make_qkx2_quants(int n, int nmax, const float* x, const float* w, uint8_t* L, float* neg_min, uint8_t* Laux,
+                       float rmin, float rdelta, int nstep) {
+  float min = x[0], max = x[0], sum_w = w[0], sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < min) min = x[i];
+    if (x[i] > max) max = x[i];
+    sum_w += w[i];
+    sum_x += w[i] * x[i];
+  }
+  if (min > 0) min = 0;
+  if (max == min) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    *neg_min = -min;
+    return 0.f;
+  }
+  float iscale = nmax / (max - min), scale = 1 / iscale, best_error = 0;
+  for (int i = 0; i < n; ++i) {
+    L[i] = static_cast<uint8_t>(std::max(0, std::min(nmax, nearest_int(iscale * (x[i] - min)))));
+    const float diff = scale * L[i] + min - x[i];
+    best_error += w[i] * (diff * diff);
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + rdelta * is + nmax) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::max(0, std::min(nmax, nearest_int(iscale * (x[i] - min))));
+      Laux[i] = static_cast<uint8_t>(l);
+      sum_l += w[i] * l;
+      sum_l2 += w[i] * l * l;
+      sum_xl += w[i] * l * x[i];
+    }
+    const float D = sum_w * sum_l2 - sum_l * sum_l;
+    if (D > 0) {
+      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+      if (this_min > 0) {
+        this_min = 0;
+        this_scale = sum_xl / sum_l2;
+      }
+      float cur_error = 0;
+      for (int i = 0; i < n; ++i) {
+        const float diff = this_scale * Laux[i] + this_min - x[i];
+        cur_error += w[i] * (diff * diff);
+      }
+      if (cur_error < best_error) {
+        std::memcpy(L, Laux, static_cast<size_t>(n));
+        best_error = cur_error;
+        scale = this_scale;
+        min = this_min;
+      }
+    }
+  }
+  *neg_min = -min;
+  return scale;
+}
+
+// The shared part of ggml's quantize_row_q4_K_ref / q5_K_ref: eight sub-blocks of 32 with a
+// 6-bit scale and min each (relative to the f16 d and dmin at y[0..3], packed in y[4..15]),
+// levels 0..nmax into L.
+void quantize_k_scales(const float* x, uint8_t* y, int nmax, float rmin, int nstep, uint8_t* L) {
+  float scales[8], mins[8], weights[32];
+  uint8_t Laux[32];
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < 8; ++j) {
+    float sum_x2 = 0;
+    for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+    const float av_x = std::sqrt(sum_x2 / 32);
+    for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
+    scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep);
+    if (scales[j] > max_scale) max_scale = scales[j];
+    if (mins[j] > max_min) max_min = mins[j];
+  }
+  const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f, inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+  uint8_t* sc = y + 4;
+  std::memset(sc, 0, 12);
+  for (int j = 0; j < 8; ++j) {
+    const uint8_t ls = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_scale * scales[j])));
+    const uint8_t lm = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_min * mins[j])));
+    if (j < 4) {
+      sc[j] = ls;
+      sc[j + 4] = lm;
+    } else {
+      sc[j + 4] = static_cast<uint8_t>((ls & 0xF) | ((lm & 0xF) << 4));
+      sc[j - 4] |= static_cast<uint8_t>((ls >> 4) << 6);
+      sc[j] |= static_cast<uint8_t>((lm >> 4) << 6);
+    }
+  }
+  store_u16(y, f32_to_f16(max_scale / 63.f));
+  store_u16(y + 2, f32_to_f16(max_min / 63.f));
+  const float d = f16_to_f32(load_u16(y)), dmin = f16_to_f32(load_u16(y + 2));
+  for (int j = 0; j < 8; ++j) {
+    uint8_t s, m;
+    scale_min_k4(j, sc, s, m);
+    const float dj = d * s;
+    if (dj == 0.f) continue;
+    const float mj = dmin * m;
+    for (int i = 0; i < 32; ++i) L[32 * j + i] = static_cast<uint8_t>(std::max(0, std::min(nmax, nearest_int((x[32 * j + i] + mj) / dj))));
+  }
+}
+
+void quantize_q4_k(const float* x, uint8_t* y) {
+  uint8_t L[256];
+  quantize_k_scales(x, y, 15, -1.f, 20, L);
+  uint8_t* q = y + 16;
+  for (int j = 0; j < 256; j += 64, q += 32)
+    for (int l = 0; l < 32; ++l) q[l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 4));
+}
+
+void quantize_q5_k(const float* x, uint8_t* y) {
+  uint8_t L[256];
+  quantize_k_scales(x, y, 31, -0.5f, 15, L);
+  uint8_t* qh = y + 16;
+  uint8_t* ql = y + 48;
+  std::memset(qh, 0, 32);
+  uint8_t m1 = 1, m2 = 2;
+  for (int n = 0; n < 256; n += 64, ql += 32, m1 <<= 2, m2 <<= 2)
+    for (int j = 0; j < 32; ++j) {
+      int l1 = L[n + j], l2 = L[n + j + 32];
+      if (l1 > 15) l1 -= 16, qh[j] |= m1;
+      if (l2 > 15) l2 -= 16, qh[j] |= m2;
+      ql[j] = static_cast<uint8_t>(l1 | (l2 << 4));
+    }
+}
+
+constexpr float kGroupMaxEps = 1e-15f;
+
+// ggml's make_qx_quants with rmse_type 1 (weights x^2) and no importance: a signed scale
+// for n values on levels -nmax..nmax-1, the best of 19 trial scales; L gets the levels + nmax.
+float make_qx_quants(int n, int nmax, const float* x, uint8_t* L) {
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > amax) amax = std::fabs(x[i]), max = x[i];
+  if (amax < kGroupMaxEps) {
+    std::memset(L, 0, static_cast<size_t>(n));
+    return 0.f;
+  }
+  auto level = [&](float iscale, int i) { return std::max(-nmax, std::min(nmax - 1, nearest_int(iscale * x[i]))); };
+  float iscale = -nmax / max, sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = level(iscale, i);
+    L[i] = static_cast<uint8_t>(l + nmax);
+    const float w = x[i] * x[i];
+    sumlx += w * x[i] * l;
+    suml2 += w * l * l;
+  }
+  float scale = suml2 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = -(nmax + 0.1f * is) / max;
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = level(iscale, i);
+      const float w = x[i] * x[i];
+      sumlx += w * x[i] * l;
+      suml2 += w * l * l;
+    }
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      for (int i = 0; i < n; ++i) L[i] = static_cast<uint8_t>(level(iscale, i) + nmax);
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+void quantize_q6_k(const float* x, uint8_t* y) {
+  float scales[16];
+  uint8_t L[256];
+  float max_scale = 0, max_abs_scale = 0;
+  for (int ib = 0; ib < 16; ++ib) {
+    scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib);
+    if (std::fabs(scales[ib]) > max_abs_scale) max_abs_scale = std::fabs(scales[ib]), max_scale = scales[ib];
+  }
+  std::memset(y, 0, 210);
+  if (max_abs_scale < kGroupMaxEps) return;
+  int8_t* sc = reinterpret_cast<int8_t*>(y + 192);
+  const float iscale = -128.f / max_scale;
+  store_u16(y + 208, f32_to_f16(1 / iscale));
+  for (int ib = 0; ib < 16; ++ib) sc[ib] = static_cast<int8_t>(std::min(127, nearest_int(iscale * scales[ib])));
+  const float d = f16_to_f32(load_u16(y + 208));
+  for (int j = 0; j < 16; ++j) {
+    const float dj = d * sc[j];
+    if (dj == 0.f) continue;
+    for (int i = 0; i < 16; ++i) L[16 * j + i] = static_cast<uint8_t>(std::max(-32, std::min(31, nearest_int(x[16 * j + i] / dj))) + 32);
+  }
+  uint8_t* ql = y;
+  uint8_t* qh = y + 128;
+  for (int j = 0; j < 256; j += 128, ql += 64, qh += 32)
+    for (int l = 0; l < 32; ++l) {
+      ql[l] = static_cast<uint8_t>((L[j + l] & 0xF) | ((L[j + l + 64] & 0xF) << 4));
+      ql[l + 32] = static_cast<uint8_t>((L[j + l + 32] & 0xF) | ((L[j + l + 96] & 0xF) << 4));
+      qh[l] = static_cast<uint8_t>((L[j + l] >> 4) | ((L[j + l + 32] >> 4) << 2) | ((L[j + l + 64] >> 4) << 4) | ((L[j + l + 96] >> 4) << 6));
+    }
+}
+
 }  // namespace
 
 void quantize_row(StorageType type, const float* src, void* dst, int64_t n) {
@@ -373,20 +609,21 @@ void quantize_row(StorageType type, const float* src, void* dst, int64_t n) {
     case StorageType::BF16:
       for (int64_t i = 0; i < n; ++i) store_u16(d + 2 * i, f32_to_bf16(src[i]));
       return;
-    case StorageType::Q8_0:
-      for (int64_t b = 0; b < n / bv; ++b) quantize_q8_0(src + b * bv, d + b * bb);
-      return;
-    case StorageType::Q4_0:
-      for (int64_t b = 0; b < n / bv; ++b) quantize_q4_0(src + b * bv, d + b * bb);
-      return;
-    case StorageType::Q4_1:
-      for (int64_t b = 0; b < n / bv; ++b) quantize_q4_1(src + b * bv, d + b * bb);
-      return;
-    default:
-      throw Error(ErrorCode::UNSUPPORTED, std::string("cannot store weights as ") + storage_type_name(type) +
-                                              " here: the engine quantises to F32, F16, BF16, Q8_0, Q4_0 and Q4_1 "
-                                              "(it reads every GGUF type it names, from files)");
+    default: break;
   }
+  void (*fn)(const float*, uint8_t*) = nullptr;
+  switch (type) {
+    case StorageType::Q8_0: fn = quantize_q8_0; break;
+    case StorageType::Q4_0: fn = quantize_q4_0; break;
+    case StorageType::Q4_1: fn = quantize_q4_1; break;
+    case StorageType::Q5_0: fn = quantize_q5_0; break;
+    case StorageType::Q5_1: fn = quantize_q5_1; break;
+    case StorageType::Q4_K: fn = quantize_q4_k; break;
+    case StorageType::Q5_K: fn = quantize_q5_k; break;
+    case StorageType::Q6_K: fn = quantize_q6_k; break;
+    default: break;
+  }
+  for (int64_t b = 0; b < n / bv; ++b) fn(src + b * bv, d + b * bb);
 }
 
 const char* storage_type_name(StorageType type) {

@@ -36,8 +36,11 @@ void dequantize(StorageType type, const void* src, float* dst, int64_t n);
 void widen_range(StorageType type, const void* row, int64_t c0, int64_t c1, float* dst);
 
 // Stores n values (a multiple of the block size) in `type`, on the calling thread: halves
-// and bfloat16 rounded to nearest even, Q8_0 / Q4_0 / Q4_1 as ggml's reference quantizers
-// (quantize_row_*_ref) round them. Throws Error(UNSUPPORTED) for the other types.
+// and bfloat16 rounded to nearest even, every block type as ggml's reference quantizers
+// (quantize_row_*_ref, no importance matrix) store it, byte for byte: the same float
+// operations in the same order (this file is built for baseline x86-64, so nothing is
+// contracted to an FMA, as in ggml's own baseline build). The K-quants search scales as
+// ggml does (make_qkx2_quants for Q4_K / Q5_K, make_qx_quants for Q6_K's 16-value groups).
 void quantize_row(StorageType type, const float* src, void* dst, int64_t n);
 
 // "F32", "Q4_1", … : the name storage_type_from_name() reads.

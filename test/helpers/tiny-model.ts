@@ -142,3 +142,25 @@ export function tinyBatch(vocab: number, seed = 3): NativeBatch {
     edgeTokens: Int32Array.from(edgeTokens),
   };
 }
+
+/** A step batch of `prompts` causal prompts of `length` seeded tokens each, every next token an edge of equal weight. */
+export function chainBatch(vocab: number, prompts: number, length: number, seed = 3): NativeBatch & { edgeWeights: Float32Array } {
+  const rng = random(seed);
+  const tokens: number[] = [];
+  const parents: number[] = [];
+  const edgeRows: number[] = [];
+  const edgeTokens: number[] = [];
+  for (let p = 0; p < prompts; p++)
+    for (let i = 0, last = -1; i < length; i++, last = tokens.length - 1) {
+      tokens.push(Math.floor(rng.uniform() * vocab));
+      parents.push(last);
+      if (last >= 0) edgeRows.push(last), edgeTokens.push(tokens[tokens.length - 1]);
+    }
+  return {
+    tokens: Int32Array.from(tokens),
+    parents: Int32Array.from(parents),
+    edgeRows: Int32Array.from(edgeRows),
+    edgeTokens: Int32Array.from(edgeTokens),
+    edgeWeights: new Float32Array(edgeRows.length).fill(1 / edgeRows.length),
+  };
+}

@@ -2,7 +2,8 @@
  * Weights kept compact: a model whose matrices stay in their stored type (GGUF blocks, bf16,
  * f16) must train and sample bit-identically to the same model widened to f32 at load
  * (weights: 'f32'), at a fraction of the memory; random-init matrices take a dtype, rounded
- * as the reference quantizers round (test/helpers/quantize.ts).
+ * as the reference quantizers round (test/helpers/quantize.ts; test/formats/quantize.test.ts
+ * checks every block type against llama.cpp's).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -84,6 +85,22 @@ describe('compact weights', () => {
     expect(f32.out[1]).not.toEqual(stored.out[1]);
   });
 
+  // Rows of whole 256-value super-blocks (hidden and q_dim 256, intermediate 512).
+  const wide = { hidden: 256, heads: 4, kvHeads: 2, intermediate: 512, vocab: 40, seed: 9, layers: 1 };
+  it.each<[StoredType | 'Q5_0' | 'Q5_1' | 'Q4_K' | 'Q5_K' | 'Q6_K', number]>([
+    ['Q4_K', 0.16],
+    ['Q5_K', 0.19],
+    ['Q6_K', 0.23],
+    ['Q5_0', 0.19],
+    ['Q5_1', 0.2],
+  ])('random init with dtype %s: a step and sampling are bit-identical to widening at load, in %f of the memory', async (dtype, fraction) => {
+    const config = tinyConfig(wide);
+    const tensors = initTensorSources(config, { seed: 2, std: 0.2, dtype });
+    const { stored, widened } = await both(config, tensors);
+    expect(stored.out).toEqual(widened.out);
+    expect(stored.bytes).toBeLessThan(fraction * widened.bytes);
+  });
+
   it('the engine quantizes as the reference quantizers do', () => {
     const r = rng(4);
     const values = Float32Array.from({ length: 32 * 40 }, (_, i) => (i % 97 === 0 ? 0 : (r() - 0.5) * (i % 7 === 0 ? 1e-5 : 3)));
@@ -93,10 +110,12 @@ describe('compact weights', () => {
   it('names a dtype it cannot store or a bad weights option', async () => {
     const config = tinyConfig(shape);
     expect(() => initTensorSources(config, { dtype: 'q3_k' as never })).toThrow(/unknown weight dtype 'q3_k'.*bf16, q8_0/);
-    const withDtype = (dtype: 'Q4_K' | 'Q5_0') =>
-      initTensorSources(config).map((t) => ('init' in t && t.init.kind === 'normal' ? { ...t, init: { ...t.init, dtype } } : t));
-    await expect(native().createModel({ config, tensors: withDtype('Q4_K'), device: 'cpu' })).rejects.toThrow(/rows are whole Q4_K blocks/);
-    await expect(native().createModel({ config, tensors: withDtype('Q5_0'), device: 'cpu' })).rejects.toThrow(/cannot store weights as Q5_0/);
+    await expect(native().createModel({ config, tensors: initTensorSources(config, { dtype: 'Q4_K' }), device: 'cpu' })).rejects.toThrow(
+      /rows are whole Q4_K blocks can be stored as Q4_K \(its rows hold 64 values, not a multiple of 256\); pick a type with smaller blocks/,
+    );
+    const withDtype = (dtype: string) =>
+      initTensorSources(config).map((t) => ('init' in t && t.init.kind === 'normal' ? { ...t, init: { ...t.init, dtype } } : t)) as TensorSource[];
+    await expect(native().createModel({ config, tensors: withDtype('Q3_K'), device: 'cpu' })).rejects.toThrow(/unsupported tensor storage type 'Q3_K'/);
     expect(() => native().createModel({ config, tensors: initTensorSources(config), device: 'cpu', weights: 'f16' as never })).toThrow(/'weights' must be 'stored' or 'f32'/);
   });
 });
