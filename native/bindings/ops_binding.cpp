@@ -526,6 +526,24 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   });
 }
 
+// widenRange(type, row, c0, c1) -> Float32Array: values [c0, c1) of one stored row, as the
+// GEMM's packing, the embedding and the LM head widen them (widen_range).
+Napi::Value WidenRange(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    const StorageType type = storage_type_from_name(info[0].ToString());
+    auto row = info[1].As<Napi::Uint8Array>();
+    const int64_t c0 = static_cast<int64_t>(info[2].As<Napi::Number>().DoubleValue());
+    const int64_t c1 = static_cast<int64_t>(info[3].As<Napi::Number>().DoubleValue());
+    const int64_t bv = storage_block_values(type);
+    require(0 <= c0 && c0 <= c1, "widenRange: need 0 <= c0 <= c1");
+    require(static_cast<int64_t>(row.ByteLength()) >= storage_bytes(type, (c1 + bv - 1) / bv * bv), "widenRange: the row is shorter than c1 values");
+    auto out = Napi::Float32Array::New(env, static_cast<size_t>(c1 - c0));
+    widen_range(type, row.Data(), c0, c1, out.Data());
+    return out;
+  });
+}
+
 // quantize(type, values) -> Uint8Array: the values stored as `type` (quantize_row).
 Napi::Value Quantize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -552,6 +570,7 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, CpuGemm));
   exports.Set("dequantize", Napi::Function::New(env, Dequantize));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
+  exports.Set("widenRange", Napi::Function::New(env, WidenRange));
 }
 
 }  // namespace diffuse
