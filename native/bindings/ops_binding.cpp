@@ -471,6 +471,16 @@ Napi::Value CpuGemm(const Napi::CallbackInfo& info) {
   const int64_t N = static_cast<int64_t>(info[2].As<Napi::Number>().DoubleValue());
   const int64_t K = static_cast<int64_t>(info[3].As<Napi::Number>().DoubleValue());
   auto A = info[4].As<Napi::Float32Array>();
+  GemmExtra extra;
+  const bool has_extra = info.Length() > 7 && info[7].IsObject();
+  if (has_extra) {
+    Napi::Object e = info[7].As<Napi::Object>();
+    extra.K2 = static_cast<int64_t>(e.Get("K2").As<Napi::Number>().DoubleValue());
+    extra.A2 = e.Get("A2").As<Napi::Float32Array>().Data();
+    extra.B2 = e.Get("B2").As<Napi::Float32Array>().Data();
+    extra.lda2 = extra.K2;
+    extra.ldb2 = kind == "nt" ? extra.K2 : N;
+  }
   if (!info[5].IsTypedArray()) {
     return guard(env, [&]() -> Napi::Value {
       Napi::Object b = info[5].As<Napi::Object>();
@@ -484,8 +494,8 @@ Napi::Value CpuGemm(const Napi::CallbackInfo& info) {
       const bool acc = info.Length() > 6 && info[6].IsTypedArray();
       auto C = Napi::Float32Array::New(env, M * N);
       if (acc) std::memcpy(C.Data(), info[6].As<Napi::Float32Array>().Data(), M * N * sizeof(float));
-      if (kind == "nt") sgemm_nt(M, N, K, A.Data(), K, stored, acc ? 1.f : 0.f, C.Data(), N);
-      else sgemm_nn(M, N, K, A.Data(), K, stored, acc ? 1.f : 0.f, C.Data(), N);
+      if (kind == "nt") sgemm_nt(M, N, K, A.Data(), K, stored, acc ? 1.f : 0.f, C.Data(), N, has_extra ? &extra : nullptr);
+      else sgemm_nn(M, N, K, A.Data(), K, stored, acc ? 1.f : 0.f, C.Data(), N, has_extra ? &extra : nullptr);
       return C;
     });
   }
@@ -493,16 +503,6 @@ Napi::Value CpuGemm(const Napi::CallbackInfo& info) {
   const bool acc = info.Length() > 6 && info[6].IsTypedArray();
   auto C = Napi::Float32Array::New(env, M * N);
   if (acc) std::memcpy(C.Data(), info[6].As<Napi::Float32Array>().Data(), M * N * sizeof(float));
-  GemmExtra extra;
-  const bool has_extra = info.Length() > 7 && info[7].IsObject();
-  if (has_extra) {
-    Napi::Object e = info[7].As<Napi::Object>();
-    extra.K2 = static_cast<int64_t>(e.Get("K2").As<Napi::Number>().DoubleValue());
-    extra.A2 = e.Get("A2").As<Napi::Float32Array>().Data();
-    extra.B2 = e.Get("B2").As<Napi::Float32Array>().Data();
-    extra.lda2 = extra.K2;
-    extra.ldb2 = kind == "nt" ? extra.K2 : N;
-  }
   const float beta = acc ? 1.f : 0.f;
   if (kind == "nt") sgemm_nt(M, N, K, A.Data(), K, B.Data(), K, beta, C.Data(), N, has_extra ? &extra : nullptr);
   else if (kind == "nn") sgemm_nn(M, N, K, A.Data(), K, B.Data(), N, beta, C.Data(), N, has_extra ? &extra : nullptr);
