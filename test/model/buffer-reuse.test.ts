@@ -18,7 +18,7 @@ describe('activation buffers reused across steps', () => {
     const parents = Int32Array.from({ length: T }, (_, i) => i - 1);
     const edgeRows = Int32Array.from({ length: 40 }, (_, i) => T - 41 + i);
     const batch = { tokens, parents, edgeRows, edgeTokens: Int32Array.from(edgeRows, (r) => tokens[r + 1]), edgeWeights: new Float32Array(40).fill(0.025) };
-    const adapter = await model.createAdapter({ rank: 2, alpha: 4, seed: 7 });
+    const adapter = await model.createAdapter({ rank: 2, alpha: 4, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], seed: 7 });
     const runs: { faults: number; bytes: Buffer }[] = [];
     for (let i = 0; i < 3; i++) {
       await adapter.zeroGrad();
