@@ -6,12 +6,14 @@
  * fraction of the ceiling measured in the same run: an external BLAS (MKL through torch,
  * OpenBLAS through numpy) on the step's own GEMM shapes and threads (bench/step-cost.ts).
  *
- *   npx tsx bench/step.bench.ts [--repeats N] [--out bench/results/cpu-step.json]
+ *   npx tsx bench/step.bench.ts [--repeats N] [--cases rng:trie,names:trie,…] [--out bench/results/cpu-step.json]
  *
+ * `--cases` picks task:layout pairs (default all four; the padded names case is about a minute a
+ * step on two cores). Threads: all cores, or DIFFUSE_THREADS.
  * Each case runs in a child process of its own, so peak memory is that case's alone.
  */
 import { execFileSync } from 'node:child_process';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -34,6 +36,8 @@ interface CaseResult {
   positions: number;
   batches: number;
   stepSeconds: number[];
+  /** Process CPU seconds of each step: below threads × stepSeconds, the step lost cores to other processes. */
+  stepCpuSeconds: number[];
   medianSeconds: number;
   peakRssMiB: number;
   baselineRssMiB: number;
@@ -84,13 +88,17 @@ async function runCase(task: TaskKey, layout: Layout, repeats: number): Promise<
   const batches = layout === 'trie' ? [buildTrieBatch(prompts)] : paddedBatches(prompts[0], model.tokenizer.eosTokenId ?? 0);
   const adapter = await model.createAdapter({ rank: 4, alpha: 8, seed: 1 });
   const baseline = process.resourceUsage().maxRSS / 1024;
+  const cpu: number[] = [];
   const step = async () => {
-    const t0 = performance.now();
+    const t0 = performance.now(), c0 = process.cpuUsage();
     await adapter.zeroGrad();
     for (const b of batches) await model.step(b, adapter);
+    const c = process.cpuUsage(c0);
+    cpu.push((c.user + c.system) / 1e6);
     return (performance.now() - t0) / 1000;
   };
   await step();
+  cpu.length = 0;
   const times: number[] = [];
   for (let i = 0; i < repeats; i++) times.push(await step());
   const sorted = [...times].sort((a, b) => a - b);
@@ -102,6 +110,7 @@ async function runCase(task: TaskKey, layout: Layout, repeats: number): Promise<
     positions: batches.reduce((s, b) => s + b.positions, 0),
     batches: batches.length,
     stepSeconds: times,
+    stepCpuSeconds: cpu,
     medianSeconds: median,
     peakRssMiB: process.resourceUsage().maxRSS / 1024,
     baselineRssMiB: baseline,
@@ -115,6 +124,12 @@ async function runCase(task: TaskKey, layout: Layout, repeats: number): Promise<
 
 const smollm2 = preset('smollm2-135m');
 
+/** CPU seconds over wall seconds × threads, summed over the timed steps. */
+function cpuShare(r: CaseResult, threads: number): number {
+  const wall = r.stepSeconds.reduce((a, b) => a + b, 0), cpu = r.stepCpuSeconds.reduce((a, b) => a + b, 0);
+  return cpu / (wall * threads);
+}
+
 async function main() {
   const args = process.argv.slice(2);
   const repeats = Number(args[args.indexOf('--repeats') + 1] || 3) || 3;
@@ -126,9 +141,15 @@ async function main() {
   }
   const out = args.includes('--out') ? args[args.indexOf('--out') + 1] : 'bench/results/cpu-step.json';
   const self = fileURLToPath(import.meta.url);
+  const all = (Object.keys(tasks) as TaskKey[]).flatMap((task) => (['trie', 'padded'] as Layout[]).map((layout) => `${task}:${layout}`));
+  const chosen = args.includes('--cases') ? args[args.indexOf('--cases') + 1].split(',') : all;
+  const unknown = chosen.filter((c) => !all.includes(c));
+  if (unknown.length > 0) throw new Error(`unknown case(s) ${unknown.join(', ')}; the cases are ${all.join(', ')}`);
+  const loadBefore = loadavg();
   const results: CaseResult[] = [];
   for (const task of Object.keys(tasks) as TaskKey[])
     for (const layout of ['trie', 'padded'] as Layout[]) {
+      if (!chosen.includes(`${task}:${layout}`)) continue;
       process.stderr.write(`${task} ${layout}…\n`);
       const json = execFileSync(process.execPath, ['--import', 'tsx', self, '--worker', `${task}:${layout}`, '--repeats', String(repeats)], { encoding: 'utf8', maxBuffer: 1 << 24 });
       results.push(JSON.parse(json) as CaseResult);
@@ -142,16 +163,17 @@ async function main() {
   });
   const table = [
     `ceiling: the better of ${rows[0].ceiling.libraries.torch} and ${rows[0].ceiling.libraries.numpy} on the step's GEMM shapes, ${threads} threads`,
-    'task   layout  positions  step (s)  peak RSS (MiB)  GFLOP/s  ceiling  of ceiling',
-    ...rows.map((r) => `${r.task.padEnd(6)} ${r.layout.padEnd(7)} ${String(r.positions).padStart(9)} ${r.medianSeconds.toFixed(3).padStart(9)} ${r.peakRssMiB.toFixed(0).padStart(15)} ${r.gflops.toFixed(1).padStart(8)} ${r.ceilingGflops.toFixed(1).padStart(8)} ${(100 * r.fractionOfCeiling).toFixed(0).padStart(10)}%`),
+    'task   layout  positions  step (s)  CPU share  peak RSS (MiB)  GFLOP/s  ceiling  of ceiling',
+    ...rows.map((r) => `${r.task.padEnd(6)} ${r.layout.padEnd(7)} ${String(r.positions).padStart(9)} ${r.medianSeconds.toFixed(3).padStart(9)} ${`${(100 * cpuShare(r, threads)).toFixed(0)}%`.padStart(10)} ${r.peakRssMiB.toFixed(0).padStart(15)} ${r.gflops.toFixed(1).padStart(8)} ${r.ceilingGflops.toFixed(1).padStart(8)} ${(100 * r.fractionOfCeiling).toFixed(0).padStart(10)}%`),
   ];
   for (const task of Object.keys(tasks) as TaskKey[]) {
-    const trie = rows.find((r) => r.task === task && r.layout === 'trie')!;
-    const padded = rows.find((r) => r.task === task && r.layout === 'padded')!;
+    const trie = rows.find((r) => r.task === task && r.layout === 'trie');
+    const padded = rows.find((r) => r.task === task && r.layout === 'padded');
+    if (!trie || !padded) continue;
     table.push(`${task}: ${(padded.positions / trie.positions).toFixed(1)}× fewer positions, ${(padded.medianSeconds / trie.medianSeconds).toFixed(1)}× less time, ${(padded.peakRssMiB - padded.baselineRssMiB).toFixed(0)} → ${(trie.peakRssMiB - trie.baselineRssMiB).toFixed(0)} MiB above the loaded model`);
   }
   process.stdout.write(`${table.join('\n')}\n`);
-  const machine = { cpu: cpus()[0]?.model, threads, isa: native().gemmIsa(), date: new Date().toISOString(), commit: execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() };
+  const machine = { cpu: cpus()[0]?.model, threads, isa: native().gemmIsa(), loadAverage: { before: loadBefore, after: loadavg() }, date: new Date().toISOString(), commit: execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim() };
   writeFileSync(out, `${JSON.stringify({ machine, repeats, cases: rows }, null, 2)}\n`);
   process.stderr.write(`wrote ${out}\n`);
 }

@@ -323,6 +323,8 @@ export interface NativeAddon {
   ): Float32Array;
   dequantize(type: string, bytes: Uint8Array, count: number): Float32Array;
   quantize(type: WeightDtype, values: Float32Array): Uint8Array;
+  /** Values [c0, c1) of one stored row, widened as the GEMM's packing widens them. */
+  widenRange(type: WeightDtype, row: Uint8Array, c0: number, c1: number): Float32Array;
   setThreads(n: number): void;
   /** Caps this process's memory (bytes; 0 removes the cap) for the engine's load and step planning. */
   setMemoryLimit(bytes: number): void;

@@ -474,6 +474,16 @@ Napi::Value CpuGemm(const Napi::CallbackInfo& info) {
   const int64_t N = static_cast<int64_t>(info[2].As<Napi::Number>().DoubleValue());
   const int64_t K = static_cast<int64_t>(info[3].As<Napi::Number>().DoubleValue());
   auto A = info[4].As<Napi::Float32Array>();
+  GemmExtra extra;
+  const bool has_extra = info.Length() > 7 && info[7].IsObject();
+  if (has_extra) {
+    Napi::Object e = info[7].As<Napi::Object>();
+    extra.K2 = static_cast<int64_t>(e.Get("K2").As<Napi::Number>().DoubleValue());
+    extra.A2 = e.Get("A2").As<Napi::Float32Array>().Data();
+    extra.B2 = e.Get("B2").As<Napi::Float32Array>().Data();
+    extra.lda2 = extra.K2;
+    extra.ldb2 = kind == "nt" ? extra.K2 : N;
+  }
   if (!info[5].IsTypedArray()) {
     return guard(env, [&]() -> Napi::Value {
       Napi::Object b = info[5].As<Napi::Object>();
@@ -487,8 +497,8 @@ Napi::Value CpuGemm(const Napi::CallbackInfo& info) {
       const bool acc = info.Length() > 6 && info[6].IsTypedArray();
       auto C = Napi::Float32Array::New(env, M * N);
       if (acc) std::memcpy(C.Data(), info[6].As<Napi::Float32Array>().Data(), M * N * sizeof(float));
-      if (kind == "nt") sgemm_nt(M, N, K, A.Data(), K, stored, acc ? 1.f : 0.f, C.Data(), N);
-      else sgemm_nn(M, N, K, A.Data(), K, stored, acc ? 1.f : 0.f, C.Data(), N);
+      if (kind == "nt") sgemm_nt(M, N, K, A.Data(), K, stored, acc ? 1.f : 0.f, C.Data(), N, has_extra ? &extra : nullptr);
+      else sgemm_nn(M, N, K, A.Data(), K, stored, acc ? 1.f : 0.f, C.Data(), N, has_extra ? &extra : nullptr);
       return C;
     });
   }
@@ -496,16 +506,6 @@ Napi::Value CpuGemm(const Napi::CallbackInfo& info) {
   const bool acc = info.Length() > 6 && info[6].IsTypedArray();
   auto C = Napi::Float32Array::New(env, M * N);
   if (acc) std::memcpy(C.Data(), info[6].As<Napi::Float32Array>().Data(), M * N * sizeof(float));
-  GemmExtra extra;
-  const bool has_extra = info.Length() > 7 && info[7].IsObject();
-  if (has_extra) {
-    Napi::Object e = info[7].As<Napi::Object>();
-    extra.K2 = static_cast<int64_t>(e.Get("K2").As<Napi::Number>().DoubleValue());
-    extra.A2 = e.Get("A2").As<Napi::Float32Array>().Data();
-    extra.B2 = e.Get("B2").As<Napi::Float32Array>().Data();
-    extra.lda2 = extra.K2;
-    extra.ldb2 = kind == "nt" ? extra.K2 : N;
-  }
   const float beta = acc ? 1.f : 0.f;
   if (kind == "nt") sgemm_nt(M, N, K, A.Data(), K, B.Data(), K, beta, C.Data(), N, has_extra ? &extra : nullptr);
   else if (kind == "nn") sgemm_nn(M, N, K, A.Data(), K, B.Data(), N, beta, C.Data(), N, has_extra ? &extra : nullptr);
@@ -525,6 +525,24 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
     require(static_cast<int64_t>(bytes.ByteLength()) >= storage_bytes(type, n), "dequantize: too few bytes");
     auto out = Napi::Float32Array::New(env, n);
     dequantize(type, bytes.Data(), out.Data(), n);
+    return out;
+  });
+}
+
+// widenRange(type, row, c0, c1) -> Float32Array: values [c0, c1) of one stored row, as the
+// GEMM's packing, the embedding and the LM head widen them (widen_range).
+Napi::Value WidenRange(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, [&]() -> Napi::Value {
+    const StorageType type = storage_type_from_name(info[0].ToString());
+    auto row = info[1].As<Napi::Uint8Array>();
+    const int64_t c0 = static_cast<int64_t>(info[2].As<Napi::Number>().DoubleValue());
+    const int64_t c1 = static_cast<int64_t>(info[3].As<Napi::Number>().DoubleValue());
+    const int64_t bv = storage_block_values(type);
+    require(0 <= c0 && c0 <= c1, "widenRange: need 0 <= c0 <= c1");
+    require(static_cast<int64_t>(row.ByteLength()) >= storage_bytes(type, (c1 + bv - 1) / bv * bv), "widenRange: the row is shorter than c1 values");
+    auto out = Napi::Float32Array::New(env, static_cast<size_t>(c1 - c0));
+    widen_range(type, row.Data(), c0, c1, out.Data());
     return out;
   });
 }
@@ -555,6 +573,7 @@ void InitOps(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, CpuGemm));
   exports.Set("dequantize", Napi::Function::New(env, Dequantize));
   exports.Set("quantize", Napi::Function::New(env, Quantize));
+  exports.Set("widenRange", Napi::Function::New(env, WidenRange));
 }
 
 }  // namespace diffuse

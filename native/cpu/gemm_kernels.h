@@ -20,9 +20,10 @@
 //     B row, both contiguous (nt; nn first transposes its narrow B into scratch).
 // All three add the optional bias row while storing C, on the first K block only.
 //
-// A stored B (compact weights, cpu/gemm.h StoredMatrix) is widened to f32 a panel at a time
-// into the task's scratch right before the same code reads it there: a column block x K block
-// on the packed and direct paths, a group of rows on the dot path. Every path then does the
+// A stored B (compact weights, cpu/gemm.h StoredMatrix) is widened to f32 right before the
+// same code reads it: on the packed path nt sliver by sliver (into a sliver-sized buffer the
+// transpose reads) and nn a column block x K block panel at a time, on the direct path such a
+// panel too, on the dot path a group of rows. Every path then does the
 // same arithmetic in the same order as with B in f32, so the results are bit-identical.
 #pragma once
 
@@ -73,8 +74,8 @@ inline void widen_panel(const Problem& p, int64_t r0, int64_t r1, int64_t c0, in
 // One instruction set's kernels, each run on the calling thread.
 //   packed path: pack_a packs row slivers of A (all K blocks, see packed_a_offset) into a
 //   buffer shared by the tasks; packed computes C[m0:m1, n0:n1] from it, packing each B
-//   sliver into its own `bsliver` (packed_scratch() floats: kc * nr, and a kc * nc panel
-//   after it, 64-byte aligned, for a stored B) just before use.
+//   sliver into its own `bsliver` (packed_scratch() floats: kc * nr, then, 64-byte aligned,
+//   a stored B's widened rows: kc * nr for nt, a kc * nc panel for nn) just before use.
 //   direct / dot: compute C[m0:m1, n0:n1] with `scratch` of *_scratch() floats. `direct` takes
 //   at most kDirectGroups * mr rows and a k-major B (nn, tn); `dot` takes nt or nn.
 // Scratch is 64-byte aligned.
@@ -82,7 +83,7 @@ struct Kernels {
   const char* name;
   int mr, nr;      // packed register tile
   int64_t kc, mc;  // packed K block (a B sliver of kc x nr stays in L1) and row block (L2)
-  int64_t nc;      // packed column block (and the width of a stored B's widened panel)
+  int64_t nc;      // packed column block (and the width of a stored nn B's widened panel)
   using Block = void (*)(const Problem&, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float* scratch);
   using Scratch = size_t (*)(const Problem&, int64_t rows, int64_t cols);
   void (*pack_a)(const Problem&, int64_t i0, int64_t i1, int64_t kblock, float* apack);
@@ -225,8 +226,19 @@ void pack_a_sliver(const Problem& p, int64_t i0, int R, int64_t k0, int64_t kc, 
     pack_transpose<V>(p.A2 + i0 * p.lda2 + e0, p.lda2, R, MR, e1 - e0, dst + (p.K + e0 - k0) * MR);
 }
 
-// The same for B: columns [j0, j0 + R) of C, one NR-wide sliver. Segment 1 is read from b1,
-// its element (column j0 of C, k0), rows ldb1 apart: in place, or in a widened panel.
+// Segment 2 (the K extension) of a B sliver: the part of K block [k0, k0 + kc) past K.
+template <class V, int NR>
+void pack_b2_sliver(const Problem& p, int64_t j0, int R, int64_t k0, int64_t kc, float* dst) {
+  const int64_t e0 = max64(k0, p.K) - p.K, e1 = k0 + kc - p.K;
+  if (e0 < e1) {
+    float* d = dst + (p.K + e0 - k0) * NR;
+    if (p.b_nmajor) pack_transpose<V>(p.B2 + j0 * p.ldb2 + e0, p.ldb2, R, NR, e1 - e0, d);
+    else pack_copy<V>(p.B2 + e0 * p.ldb2 + j0, p.ldb2, R, NR, e1 - e0, d);
+  }
+}
+
+// The same for B: columns [j0, j0 + R) of C, one NR-wide sliver. Segment 1 is read in place
+// from b1, its element (column j0 of C, k0), rows ldb1 apart.
 template <class V, int NR>
 void pack_b_sliver(const Problem& p, const float* b1, int64_t ldb1, int64_t j0, int R, int64_t k0, int64_t kc,
                    float* dst) {
@@ -235,12 +247,20 @@ void pack_b_sliver(const Problem& p, const float* b1, int64_t ldb1, int64_t j0, 
     if (p.b_nmajor) pack_transpose<V>(b1, ldb1, R, NR, k1 - k0, dst);
     else pack_copy<V>(b1, ldb1, R, NR, k1 - k0, dst);
   }
-  const int64_t e0 = max64(k0, p.K) - p.K, e1 = k0 + kc - p.K;
-  if (e0 < e1) {
-    float* d = dst + (p.K + e0 - k0) * NR;
-    if (p.b_nmajor) pack_transpose<V>(p.B2 + j0 * p.ldb2 + e0, p.ldb2, R, NR, e1 - e0, d);
-    else pack_copy<V>(p.B2 + e0 * p.ldb2 + j0, p.ldb2, R, NR, e1 - e0, d);
+  pack_b2_sliver<V, NR>(p, j0, R, k0, kc, dst);
+}
+
+// The same for a stored nt B: the sliver's R rows of segment 1 are widened into `rows`
+// (R x kc floats, in L1 / L2) and transposed from there. (Rows of the K blocks start on
+// block boundaries, so no block is decoded twice.)
+template <class V, int NR>
+void pack_b_sliver_stored_nt(const Problem& p, int64_t j0, int R, int64_t k0, int64_t kc, float* rows, float* dst) {
+  const int64_t k1 = min64(k0 + kc, p.K);
+  if (k0 < k1) {
+    widen_panel(p, j0, j0 + R, k0, k1, rows, k1 - k0);
+    pack_transpose<V>(rows, k1 - k0, R, NR, k1 - k0, dst);
   }
+  pack_b2_sliver<V, NR>(p, j0, R, k0, kc, dst);
 }
 
 // ------------------------------------------------------------------------------- micro-kernels
@@ -321,34 +341,40 @@ void pack_a_rows(const Problem& p, int64_t i0, int64_t i1, int64_t b, float* apa
 
 // C[m0:m1, n0:n1] from the packed A (rows at most MC): jc (NC column blocks) > pc (K blocks) >
 // jr (NR slivers of B, each packed into bsliver right before use and held in L1) > ir (MR
-// slivers of A, from L2).
+// slivers of A, from L2). A stored B is widened as it is packed: nt sliver by sliver; nn a
+// K block x NC panel at a time (whole rows of blocks; a sliver is not a whole number of
+// blocks), which the slivers are then copied from.
 template <class V, class S>
 void packed_tile(const Problem& p, const float* apack, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                  float* bsliver) {
   constexpr int MR = S::MR, NV = S::NV, NR = NV * V::W;
   static_assert(S::NC % NR == 0, "column blocks are whole slivers");
   const int64_t Kt = p.K + p.K2, kc_even = k_block(Kt, S::KC), Mp = round_up(p.M, MR);
-  float* panel = bsliver + round_up(kc_even * NR, 16);
+  float* widened = bsliver + round_up(kc_even * NR, 16);
   for (int64_t jc = n0; jc < n1; jc += S::NC) {
     const int64_t jc_end = min64(n1, jc + S::NC);
     for (int64_t b = 0, pc = 0; pc < Kt; ++b, pc += kc_even) {
       const int64_t kc = min64(kc_even, Kt - pc);
       const bool add = pc > 0 || p.beta != 0.f;
-      // Segment 1 of this block of B: element (column jc of C, k = pc) and its row stride.
+      // Segment 1 of this block of B (nn, or nt in f32): element (column jc of C, k = pc) and
+      // its row stride.
       const int64_t k1 = min64(pc + kc, p.K);
       const float* b1 = nullptr;
       int64_t ldb1 = p.ldb;
-      if (pc < k1 && p.b_stored) {
-        if (p.b_nmajor) widen_panel(p, jc, jc_end, pc, k1, panel, ldb1 = kc_even);
-        else widen_panel(p, pc, k1, jc, jc_end, panel, ldb1 = S::NC);
-        b1 = panel;
-      } else if (pc < k1) {
+      if (pc < k1 && p.b_stored && !p.b_nmajor) {
+        widen_panel(p, pc, k1, jc, jc_end, widened, ldb1 = S::NC);
+        b1 = widened;
+      } else if (pc < k1 && !p.b_stored) {
         b1 = p.b_nmajor ? p.B + jc * p.ldb + pc : p.B + pc * p.ldb + jc;
       }
       for (int64_t jr = jc; jr < jc_end; jr += NR) {
         const int n = static_cast<int>(min64(NR, jc_end - jr));
-        const float* b1r = b1 ? (p.b_nmajor ? b1 + (jr - jc) * ldb1 : b1 + (jr - jc)) : nullptr;
-        pack_b_sliver<V, NR>(p, b1r, ldb1, jr, n, pc, kc, bsliver);
+        if (p.b_stored && p.b_nmajor) {
+          pack_b_sliver_stored_nt<V, NR>(p, jr, n, pc, kc, widened, bsliver);
+        } else {
+          const float* b1r = b1 ? (p.b_nmajor ? b1 + (jr - jc) * ldb1 : b1 + (jr - jc)) : nullptr;
+          pack_b_sliver<V, NR>(p, b1r, ldb1, jr, n, pc, kc, bsliver);
+        }
         const float* bias = pc == 0 && p.bias ? p.bias + jr : nullptr;
         for (int64_t ir = m0; ir < m1; ir += MR)
           micro_kernel<V, MR, NV>(kc, apack + packed_a_offset(Mp, kc_even, b, kc, ir), bsliver,
@@ -358,11 +384,12 @@ void packed_tile(const Problem& p, const float* apack, int64_t m0, int64_t m1, i
   }
 }
 
-// Floats of a packed task's scratch: one B sliver, then (stored B) a widened panel.
+// Floats of a packed task's scratch: one B sliver, then for a stored B the widened rows of
+// one sliver (nt) or one panel (nn).
 template <class V, class S>
 size_t packed_scratch(const Problem& p) {
   const int64_t kc = k_block(p.K + p.K2, S::KC), NR = S::NV * V::W;
-  return static_cast<size_t>(round_up(kc * NR, 16) + (p.b_stored ? kc * S::NC : 0));
+  return static_cast<size_t>(round_up(kc * NR, 16) + (p.b_stored ? kc * (p.b_nmajor ? NR : S::NC) : 0));
 }
 
 // ------------------------------------------------------------------------------- direct path

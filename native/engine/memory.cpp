@@ -77,6 +77,11 @@ void take(MemoryAvailable& m, uint64_t bytes, const std::string& source) {
 
 }  // namespace
 
+std::atomic<uint64_t>& reclaimable_bytes() {
+  static std::atomic<uint64_t> bytes{0};
+  return bytes;
+}
+
 MemoryAvailable available_memory() {
   MemoryAvailable m;
   uint64_t v = 0, limit = 0, usage = 0;
@@ -96,6 +101,8 @@ MemoryAvailable available_memory() {
     const uint64_t rss = resident_bytes();
     take(m, limit > rss ? limit - rss : 0, "DIFFUSE_MEMORY_LIMIT=" + std::string(env) + " less this process's " + gib(rss) + " resident");
   }
+  const uint64_t kept = reclaimable_bytes().load();
+  if (kept > 0 && m.bytes != UINT64_MAX) m.bytes += kept, m.source += ", plus " + gib(kept) + " of freed buffers kept for reuse";
   return m;
 }
 

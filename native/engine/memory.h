@@ -3,6 +3,7 @@
 // what needed how much and what to try instead.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -17,8 +18,12 @@ struct MemoryAvailable {
 // memory.max - memory.current, v1 memory.limit_in_bytes - memory.usage_in_bytes); and, when
 // a limit is set (set_memory_limit, else DIFFUSE_MEMORY_LIMIT: bytes, K/M/G suffixes), that
 // limit less this process's resident set, so a user can cap the engine and tests can inject
-// a limit.
+// a limit. Plus reclaimable_bytes().
 MemoryAvailable available_memory();
+
+// Bytes this process holds but gives back before it allocates anything new (the CPU backend's
+// cache of freed activation blocks); available_memory() counts them as available.
+std::atomic<uint64_t>& reclaimable_bytes();
 
 // A cap on this process's memory for the planning above, in bytes; 0 removes it (then
 // DIFFUSE_MEMORY_LIMIT applies, when set).

@@ -5,6 +5,11 @@
 #include <cmath>
 #include <cstring>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/simd.h"
 #include "cpu/thread_pool.h"
 #include "engine/errors.h"
 
@@ -256,8 +261,10 @@ void dequantize(StorageType type, const void* src, float* dst, int64_t n) {
   });
 }
 
-void widen_range(StorageType type, const void* row, int64_t c0, int64_t c1, float* dst) {
-  const uint8_t* s = static_cast<const uint8_t*>(row);
+namespace {
+
+// widen_range on the calling thread, one block (or value) at a time.
+void widen_range_scalar(StorageType type, const uint8_t* s, int64_t c0, int64_t c1, float* dst) {
   switch (type) {
     case StorageType::F32: std::memcpy(dst, s + c0 * 4, (c1 - c0) * 4); return;
     case StorageType::F16:
@@ -281,6 +288,48 @@ void widen_range(StorageType type, const void* row, int64_t c0, int64_t c1, floa
       std::memcpy(dst + (from - c0), block + (from - v0), (to - from) * sizeof(float));
     }
   }
+}
+
+// The same with vectors, one copy per instruction set (io/widen_lanes.inc): the GEMM widens
+// every stored weight it reads through here, once per call.
+#if defined(__x86_64__) || defined(__i386__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,f16c")
+namespace widen_avx512 {
+#define DIFFUSE_WIDEN_LANES 16
+#include "io/widen_lanes.inc"
+#undef DIFFUSE_WIDEN_LANES
+}  // namespace widen_avx512
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+namespace widen_avx2 {
+#define DIFFUSE_WIDEN_LANES 8
+#include "io/widen_lanes.inc"
+#undef DIFFUSE_WIDEN_LANES
+}  // namespace widen_avx2
+#pragma GCC pop_options
+#endif
+
+using WidenFn = void (*)(StorageType, const uint8_t*, int64_t, int64_t, float*);
+
+// The best copy for this processor, capped by DIFFUSE_CPU_ISA like the other kernels.
+WidenFn choose_widen() {
+#if defined(__x86_64__) || defined(__i386__)
+  switch (simd::cpu_isa()) {
+    case simd::Isa::avx512: return widen_avx512::widen_range;
+    case simd::Isa::avx2: return widen_avx2::widen_range;
+    case simd::Isa::generic: break;
+  }
+#endif
+  return widen_range_scalar;
+}
+
+}  // namespace
+
+void widen_range(StorageType type, const void* row, int64_t c0, int64_t c1, float* dst) {
+  static const WidenFn widen = choose_widen();
+  widen(type, static_cast<const uint8_t*>(row), c0, c1, dst);
 }
 
 namespace {

@@ -2,7 +2,7 @@
  * The GEMM with B kept in a storage type (bf16, f16, GGUF blocks) widens it inside its packing:
  * the result must be bit-identical to the same GEMM on B widened beforehand (native dequantize),
  * on every path (dot: few rows; direct: few rows, k-major B; packed), with rows cut by the
- * K blocks and column panels anywhere inside a block, and with beta = 1.
+ * K blocks and column panels anywhere inside a block, with beta = 1, and with a K extension.
  */
 import { native, type WeightDtype } from '../../lib/native.js';
 import { rng } from '../reference/linear.js';
@@ -60,6 +60,10 @@ describe('GEMM with a stored B', () => {
         expect(expected.every(Number.isFinite)).toBe(true);
         expect(identical(g.gemm(kind, M, N, K, A, { dtype: type, bytes }), expected)).toBe(true);
         expect(identical(g.gemm(kind, M, N, K, A, { dtype: type, bytes }, C), g.gemm(kind, M, N, K, A, widened, C))).toBe(true);
+        // With a LoRA-like K extension packed after the stored segment.
+        const K2 = 4;
+        const extra = { A2: Float32Array.from({ length: M * K2 }, () => 2 * r() - 1), B2: Float32Array.from({ length: N * K2 }, () => 2 * r() - 1), K2 };
+        expect(identical(g.gemm(kind, M, N, K, A, { dtype: type, bytes }, C, extra), g.gemm(kind, M, N, K, A, widened, C, extra))).toBe(true);
       }
   });
 
