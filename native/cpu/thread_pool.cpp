@@ -1,6 +1,7 @@
 #include "cpu/thread_pool.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <memory>
@@ -8,10 +9,67 @@
 #include <thread>
 #include <vector>
 
+#include <sys/resource.h>
+
 namespace diffuse {
 namespace {
 
 thread_local bool inside_pool_task = false;
+
+// Waiting is polling first, then sleeping. A step runs ~800 jobs, and waking a sleeping thread
+// (a futex, on a VM a halted vCPU woken through the host) costs 50-300 us each time, so a thread
+// that runs out of work polls for its event (a worker: the next job; the caller: the workers'
+// end) for up to a budget before it sleeps on the condition variable. The budget adapts per
+// thread: an event seen while polling doubles it (up to the cap), a poll that times out halves
+// it, and a thread that the kernel preempted since its last poll (its involuntary context
+// switches grew: more runnable threads than cores) quarters it, so on a busy machine polling
+// fades instead of holding a core that the partner or another process needs. DIFFUSE_SPIN_US sets the cap (0: always
+// sleep at once).
+int64_t spin_cap_ns() {
+  static const int64_t cap = [] {
+    if (const char* env = std::getenv("DIFFUSE_SPIN_US")) return std::max<int64_t>(0, std::atoll(env)) * 1000;
+    return int64_t{200'000};
+  }();
+  return cap;
+}
+
+class Poller {
+ public:
+  // Polls ready() for up to this thread's budget; true when it became true in time.
+  template <typename Ready>
+  bool poll(Ready&& ready) {
+    const int64_t cap = spin_cap_ns();
+    if (cap == 0) return ready();
+    if (budget_ns_ < 0) budget_ns_ = cap;
+    rusage usage{};
+    getrusage(RUSAGE_THREAD, &usage);
+    const bool preempted = usage.ru_nivcsw != involuntary_switches_;
+    involuntary_switches_ = usage.ru_nivcsw;
+    if (preempted) budget_ns_ /= 4;
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0;; ++i) {
+      if (ready()) {
+        budget_ns_ = std::min(cap, std::max<int64_t>(2 * budget_ns_, 1000));
+        return true;
+      }
+      if ((i & 63) == 63 && std::chrono::steady_clock::now() - start > std::chrono::nanoseconds(budget_ns_)) break;
+      pause();
+    }
+    budget_ns_ /= 2;
+    return false;
+  }
+
+ private:
+  static void pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  int64_t budget_ns_ = -1;
+  long involuntary_switches_ = 0;
+};
+
+thread_local Poller poller;
 
 class ThreadPool {
  public:
@@ -23,7 +81,7 @@ class ThreadPool {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stopping_ = true;
-      ++generation_;
+      generation_.fetch_add(1);
     }
     wake_.notify_all();
     for (auto& t : workers_) t.join();
@@ -38,13 +96,16 @@ class ThreadPool {
       task_ = &task;
       n_tasks_ = n_tasks;
       next_.store(0);
-      busy_workers_ = static_cast<int>(workers_.size());
-      ++generation_;
+      busy_workers_.store(static_cast<int>(workers_.size()));
+      generation_.fetch_add(1);
     }
     wake_.notify_all();
     work();
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return busy_workers_ == 0; });
+    const auto all_done = [this] { return busy_workers_.load() == 0; };
+    if (!poller.poll(all_done)) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, all_done);
+    }
     task_ = nullptr;
   }
 
@@ -58,16 +119,20 @@ class ThreadPool {
   void worker_loop() {
     uint64_t seen = 0;
     for (;;) {
-      {
+      const auto new_job = [&] { return generation_.load() != seen; };
+      if (!poller.poll(new_job)) {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
+        wake_.wait(lock, new_job);
+      }
+      {
+        std::lock_guard<std::mutex> lock(mutex_);  // the job's fields were written under it
+        seen = generation_.load();
         if (stopping_) return;
       }
       work();
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (--busy_workers_ == 0) done_.notify_one();
+      if (busy_workers_.fetch_sub(1) == 1) {
+        std::lock_guard<std::mutex> lock(mutex_);  // the caller may be between its check and its wait
+        done_.notify_one();
       }
     }
   }
@@ -78,12 +143,12 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable done_;
-  uint64_t generation_ = 0;
+  std::atomic<uint64_t> generation_{0};
   bool stopping_ = false;
   const std::function<void(int64_t)>* task_ = nullptr;
   int64_t n_tasks_ = 0;
   std::atomic<int64_t> next_{0};
-  int busy_workers_ = 0;
+  std::atomic<int> busy_workers_{0};
 };
 
 int default_threads() {
