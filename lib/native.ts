@@ -328,6 +328,8 @@ export interface NativeAddon {
   setThreads(n: number): void;
   /** Caps this process's memory (bytes; 0 removes the cap) for the engine's load and step planning. */
   setMemoryLimit(bytes: number): void;
+  /** Frees the activation blocks kept for reuse (resident, but counted by planning as available). */
+  releaseKeptMemory(): void;
   threadCount(): number;
   gemmIsa(): string;
   cudaStatus(): CudaStatus;

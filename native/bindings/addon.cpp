@@ -30,6 +30,13 @@ Napi::Value SetMemoryLimit(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// releaseKeptMemory(): frees the activation blocks the CPU backend keeps for reuse, so the
+// resident set is what the process holds (tests that set a limit relative to it).
+Napi::Value ReleaseKeptMemory(const Napi::CallbackInfo& info) {
+  release_kept_host_blocks();
+  return info.Env().Undefined();
+}
+
 Napi::Value ThreadCount(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), thread_count()); }
 
 Napi::Value CudaStatusJs(const Napi::CallbackInfo& info) {
@@ -53,6 +60,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitOps(env, exports);
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("setMemoryLimit", Napi::Function::New(env, SetMemoryLimit));
+  exports.Set("releaseKeptMemory", Napi::Function::New(env, ReleaseKeptMemory));
   exports.Set("threadCount", Napi::Function::New(env, ThreadCount));
   exports.Set("gemmIsa", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::String::New(info.Env(), gemm_isa());

@@ -56,6 +56,10 @@ class BlockCache {
     }
     return std::aligned_alloc(64, bytes);
   }
+  void release() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    release_locked();
+  }
   void give(void* p, size_t bytes) {
     if (bytes > kMaxBlock) {
       std::free(p);
@@ -295,5 +299,7 @@ class CpuBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+
+void release_kept_host_blocks() { BlockCache::instance().release(); }
 
 }  // namespace diffuse

@@ -23,8 +23,8 @@ thread_local bool inside_pool_task = false;
 // thread: an event seen while polling doubles it (up to the cap), a poll that times out halves
 // it, and a thread that the kernel preempted since its last poll (its involuntary context
 // switches grew: more runnable threads than cores) quarters it, so on a busy machine polling
-// fades instead of holding a core that the partner or another process needs. DIFFUSE_SPIN_US sets the cap (0: always
-// sleep at once).
+// fades instead of holding a core that the partner or another process needs. DIFFUSE_SPIN_US
+// sets the cap (0: always sleep at once).
 int64_t spin_cap_ns() {
   static const int64_t cap = [] {
     if (const char* env = std::getenv("DIFFUSE_SPIN_US")) return std::max<int64_t>(0, std::atoll(env)) * 1000;

@@ -323,5 +323,7 @@ class Backend {
 
 // The CPU backend, always built. threads <= 0 means all hardware threads.
 std::unique_ptr<Backend> make_cpu_backend(int threads);
+// Frees the activation blocks the CPU backend keeps for reuse (reclaimable_bytes() drops to 0).
+void release_kept_host_blocks();
 
 }  // namespace diffuse

@@ -15,8 +15,13 @@ import { native } from '../../lib/native.js';
 import { chainBatch, tinyConfig } from '../helpers/tiny-model.js';
 
 const MiB = 1 << 20;
-/** A limit `room` bytes above what this process holds now. */
+/**
+ * A limit `room` bytes above what this process holds now. The activation blocks kept for reuse
+ * are freed first: planning counts them as available, so an earlier step (in this file or
+ * another in the same jest worker) would otherwise add its activations to the room.
+ */
 function limitWithRoom(room: number): void {
+  native().releaseKeptMemory();
   native().setMemoryLimit(process.memoryUsage().rss + room);
 }
 
