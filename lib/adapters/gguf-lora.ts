@@ -19,7 +19,7 @@ import { openRegularFile, readAt } from '../formats/open-file.js';
 import { allLoraModules, type LoraModule } from '../model/adapter.js';
 import { native, type EngineConfig } from '../native.js';
 import { unpermuteRows } from './merge.js';
-import { ggufArchitecture } from '../model/config.js';
+import { convertedGgufArchitecture, families, ggufArchitecture } from '../model/config.js';
 import type { Adapter } from '../model/adapter.js';
 import type { Model } from '../model/model.js';
 import { resolveModel } from '../model/resolve.js';
@@ -186,24 +186,8 @@ export async function readGgufLora(path: string, base: GgufLoraBase, modelName: 
 }
 
 /**
- * The GGUF architecture convert_hf_to_gguf.py converts a Hugging Face model_type to, and whether
- * it permutes Q/K there: Llama and Mistral to 'llama', permuted; the others keep Hugging Face's
- * row order (ggml's NeoX RoPE).
- */
-const convertedArchitectures: Record<string, { architecture: string; permutedQk: boolean }> = {
-  llama: { architecture: 'llama', permutedQk: true },
-  mistral: { architecture: 'llama', permutedQk: true },
-  qwen2: { architecture: 'qwen2', permutedQk: false },
-  qwen3: { architecture: 'qwen3', permutedQk: false },
-  gemma: { architecture: 'gemma', permutedQk: false },
-  gemma2: { architecture: 'gemma2', permutedQk: false },
-  gemma3_text: { architecture: 'gemma3', permutedQk: false },
-  phi3: { architecture: 'phi3', permutedQk: false },
-};
-
-/**
  * The GGUF base llama.cpp would run a model as: a GGUF model as it is; a Hugging Face directory
- * as convert_hf_to_gguf.py converts it (convertedArchitectures).
+ * as convert_hf_to_gguf.py converts it (convertedGgufArchitecture).
  */
 export async function ggufLoraBase(spec: string): Promise<GgufLoraBase> {
   const source = await resolveModel(spec);
@@ -213,10 +197,10 @@ export async function ggufLoraBase(spec: string): Promise<GgufLoraBase> {
     return { config: files.config, architecture: name, permutedQk };
   }
   const modelType = (files.hf?.config as { model_type?: string } | undefined)?.model_type;
-  const converted = modelType !== undefined && Object.hasOwn(convertedArchitectures, modelType) ? convertedArchitectures[modelType] : undefined;
+  const converted = modelType === undefined ? undefined : convertedGgufArchitecture(modelType);
   if (!converted)
-    throw new UnsupportedError(`${spec}: model_type ${JSON.stringify(modelType)} has no llama.cpp LoRA layout diffuse knows; it writes those of ${Object.keys(convertedArchitectures).join(', ')}`);
-  return { config: files.config, ...converted };
+    throw new UnsupportedError(`${spec}: model_type ${JSON.stringify(modelType)} has no llama.cpp LoRA layout diffuse knows; it writes those of ${families}`);
+  return { config: files.config, architecture: converted.name, permutedQk: converted.permutedQk };
 }
 
 /** Loads a llama.cpp GGUF LoRA onto `model` (named by `model.spec`). */

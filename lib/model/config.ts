@@ -47,7 +47,8 @@ const hfDefaults: Record<Architecture, HfDefaults> = {
   gemma3_text: { vocab: 262208, hidden: 2304, intermediate: 9216, layers: 26, heads: 8, kvHeads: 4, eps: 1e-6, headDim: 256, tied: true, slidingWindow: 4096 },
   phi3: { vocab: 32064, hidden: 3072, intermediate: 8192, layers: 32, heads: 32, kvHeads: null, eps: 1e-5 },
 };
-const families = Object.keys(hfDefaults).join(', ');
+/** The Hugging Face model_types diffuse runs, for error messages. */
+export const families = Object.keys(hfDefaults).join(', ');
 
 /** Checks the invariants the engine relies on; `file` and the field names go into the error. */
 export function checkEngineConfig(config: EngineConfig, file: string): EngineConfig {
@@ -455,6 +456,16 @@ const ggufArchitectures: Record<string, { arch: Architecture; permutedQk: boolea
   // Phi-3 keeps q/k/v fused (attn_qkv) and gate/up fused (ffn_up, gate rows first).
   phi3: { arch: 'phi3', permutedQk: false },
 };
+
+/**
+ * The GGUF architecture convert_hf_to_gguf.py converts a Hugging Face model_type to, and whether
+ * it permutes Q/K there (Mistral converts as Llama); undefined for a model_type it has none for.
+ */
+export function convertedGgufArchitecture(modelType: string): { name: string; permutedQk: boolean } | undefined {
+  const arch = modelType === 'mistral' ? 'llama' : modelType;
+  const found = Object.entries(ggufArchitectures).find(([, a]) => a.arch === arch);
+  return found && { name: found[0], permutedQk: found[1].permutedQk };
+}
 
 export function ggufArchitecture(gguf: GgufFile): { name: string; arch: Architecture; permutedQk: boolean } {
   const name = metaString(gguf, 'general.architecture');

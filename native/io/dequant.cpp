@@ -382,10 +382,17 @@ void quantize_q8_0(const float* x, uint8_t* y) {
   for (int j = 0; j < 32; ++j) y[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::round(x[j] * id)));
 }
 
-void quantize_q4_0(const float* x, uint8_t* y) {
+// The first of a 32-value block's values of largest magnitude, with its sign (Q4_0 and Q5_0
+// scale by it, as llama.cpp's reference quantizers do).
+float largest_magnitude(const float* x) {
   float amax = 0.f, max = 0.f;
   for (int j = 0; j < 32; ++j)
     if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), max = x[j];
+  return max;
+}
+
+void quantize_q4_0(const float* x, uint8_t* y) {
+  const float max = largest_magnitude(x);
   const float d = max / -8.f, id = d != 0.f ? 1.f / d : 0.f;
   store_u16(y, f32_to_f16(d));
   for (int j = 0; j < 16; ++j) {
@@ -409,9 +416,7 @@ void quantize_q4_1(const float* x, uint8_t* y) {
 }
 
 void quantize_q5_0(const float* x, uint8_t* y) {
-  float amax = 0.f, max = 0.f;
-  for (int j = 0; j < 32; ++j)
-    if (std::fabs(x[j]) > amax) amax = std::fabs(x[j]), max = x[j];
+  const float max = largest_magnitude(x);
   const float d = max / -16.f, id = d != 0.f ? 1.f / d : 0.f;
   store_u16(y, f32_to_f16(d));
   uint32_t qh = 0;
