@@ -116,7 +116,8 @@ inline int clamp_lanes(int n) { return n < 0 ? 0 : n > V::W ? V::W : n; }
 //   MR x (NV vectors): the register tile;
 //   KC: K block, so that one NR x KC sliver of B stays in L1 while A slivers stream by;
 //   MC, NC: row and column blocks, so that the packed MC x KC block of A and the MC x NC
-//   block of C it updates stay in L2 together (C passes through once per K block).
+//   block of C it updates stay in L2 together (C passes through once per K block). MC is the
+//   least: cpu/gemm.cpp takes more rows where the processor's L2 is larger.
 template <int MR_, int NV_, int64_t KC_, int64_t MC_, int64_t NC_>
 struct PackedShape {
   static constexpr int MR = MR_, NV = NV_;
