@@ -11,8 +11,8 @@
  * same call at K = 0, from the fastest calls ("best", the headline on this shared machine) and
  * from the medians (see linear-bench-common.ts). "of ceiling" is our best over the better
  * library's best on that shape. Prints a table per pass and writes the "gemm-<isa>" section of
- * bench/results/cpu-linear.json (DIFFUSE_CPU_ISA=avx2 measures the AVX2 kernels on an AVX-512
- * machine).
+ * bench/results/cpu-linear.json, or of DIFFUSE_LINEAR_RESULTS (DIFFUSE_CPU_ISA=avx2 measures the
+ * AVX2 kernels on an AVX-512 machine).
  */
 import { native } from '../../lib/native.js';
 import { bestOf, measureCeiling } from '../blas-ceiling.js';

@@ -1,7 +1,8 @@
 /**
  * What the CPU linear-algebra benchmarks share: timing through tinybench, the machine facts
- * recorded with every result, and bench/results/cpu-linear.json, where gemm.bench.ts and
- * lora-linear.bench.ts each write their own section.
+ * recorded with every result, and bench/results/cpu-linear.json (or the file DIFFUSE_LINEAR_RESULTS
+ * names, to keep another machine's figures beside it), where gemm.bench.ts and lora-linear.bench.ts
+ * each write their own section.
  *
  * Every native().gemm call allocates its output C (and copies C in when accumulating), and on
  * a fresh allocation the first touch of each page faults: 15-20% of a 64 x 576 x 576 call. To
@@ -13,12 +14,12 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Bench } from 'tinybench';
 
 import { native, packageRoot } from '../../lib/native.js';
 
-export const resultsFile = join(packageRoot, 'bench', 'results', 'cpu-linear.json');
+export const resultsFile = process.env.DIFFUSE_LINEAR_RESULTS ?? join(packageRoot, 'bench', 'results', 'cpu-linear.json');
 
 export interface Machine {
   cpu: string;
@@ -123,7 +124,7 @@ export function filled(n: number, seed: number): Float32Array {
 export function writeSection(section: string, value: unknown): void {
   const all: Record<string, unknown> = existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, 'utf8')) : {};
   all[section] = value;
-  mkdirSync(join(packageRoot, 'bench', 'results'), { recursive: true });
+  mkdirSync(dirname(resultsFile), { recursive: true });
   writeFileSync(resultsFile, JSON.stringify(all, null, 2) + '\n');
 }
 
