@@ -9,7 +9,7 @@
  * ceiling must not sink because the machine is busy.
  *
  * With DIFFUSE_CPU_ISA=avx2 (our AVX2 kernels on an AVX-512 machine) the libraries are held to
- * AVX2 as well (MKL_ENABLE_INSTRUCTIONS=AVX2, OPENBLAS_CORETYPE=Haswell), like for like.
+ * AVX2 as well (referenceIsaCap()), like for like.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -62,13 +62,20 @@ export function measureCeiling(shapes: CeilingShape[], threads: number, seconds 
   return multi;
 }
 
+/**
+ * The environment that holds the reference libraries to AVX2 when ours are (DIFFUSE_CPU_ISA=avx2
+ * on an AVX-512 machine): MKL, OpenBLAS and torch's oneDNN. Empty otherwise.
+ */
+export function referenceIsaCap(): Record<string, string> {
+  return process.env.DIFFUSE_CPU_ISA === 'avx2' ? { MKL_ENABLE_INSTRUCTIONS: 'AVX2', OPENBLAS_CORETYPE: 'Haswell', ONEDNN_MAX_CPU_ISA: 'AVX2' } : {};
+}
+
 function runScript(shapes: CeilingShape[], threads: number, seconds: number): Ceiling {
   const python = referencePython();
   if (!python) throw new Error(`no reference python: run tools/python/setup-env.sh (it makes ${join(diffuseHome(), 'pyenv')}) or set DIFFUSE_PYTHON`);
   const script = join(import.meta.dirname, 'blas_ceiling.py');
-  const isaCap = process.env.DIFFUSE_CPU_ISA === 'avx2' ? { MKL_ENABLE_INSTRUCTIONS: 'AVX2', OPENBLAS_CORETYPE: 'Haswell' } : {};
   const r = spawnSync(python, [script, String(threads), String(seconds), JSON.stringify(shapes.map((s) => [s.kind, s.M, s.N, s.K]))], {
-    env: { ...process.env, ...isaCap },
+    env: { ...process.env, ...referenceIsaCap() },
     encoding: 'utf8',
     maxBuffer: 1 << 24,
   });

@@ -36,6 +36,9 @@
  * JSON and the shared init there, and a rerun with the same DIR reuses each run already done
  * with the same device, threads and steps (an interrupted benchmark resumes; without it, a
  * temporary directory is used and removed).
+ * DIFFUSE_CPU_ISA=avx2 holds both stacks to AVX2 on an AVX-512 machine: our kernels capped, the
+ * reference's MKL, OpenBLAS and oneDNN through their own variables (bench/blas-ceiling.ts
+ * referenceIsaCap; recorded in the results' machine.referenceIsaCap).
  * Results: bench/results/peers-<device>.json. Exit codes: 0 agreed, 1 a check failed, 2 bad
  * arguments, 3 no usable reference environment, 4 a run failed.
  */
@@ -53,6 +56,7 @@ import { native } from '../../lib/native.js';
 import { Progress } from '../../lib/progress.js';
 import { loadTasks } from '../../lib/tasks/index.js';
 import { train } from '../../lib/train/index.js';
+import { referenceIsaCap } from '../blas-ceiling.js';
 import { compareLogProbs, compareLossCurves, compareTokens, logMeanExp, spread, type CheckResult, type NamedLogProb, type Spread } from './compare.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -405,7 +409,7 @@ async function spawnReference(env: PythonEnv, o: Options, c: CaseSpec, gguf: str
     '--out', out,
     ...(initialEval ? ['--initial-eval'] : []),
   ];
-  await runLogged('[reference]', env.python, args, { ...process.env, OMP_NUM_THREADS: String(o.threads), MKL_NUM_THREADS: String(o.threads) });
+  await runLogged('[reference]', env.python, args, { ...process.env, ...referenceIsaCap(), OMP_NUM_THREADS: String(o.threads), MKL_NUM_THREADS: String(o.threads) });
 }
 
 function referenceResult(env: PythonEnv, c: CaseSpec, repeat: number, out: string, taskOut: string): RunResult {
@@ -624,7 +628,7 @@ async function main(): Promise<number> {
     benchmark: 'diffuse vs the paper stack (HF transformers + PEFT + PyTorch), bench/peers/run.ts',
     date: started.toISOString(),
     ...code,
-    machine: { cpu: cpus()[0]?.model, cores: cpus().length, memoryGiB: totalmem() / 2 ** 30, device: o.device, diffuseDevice: ours.device, referenceDevice: theirs.device, gemmIsa: native().gemmIsa() },
+    machine: { cpu: cpus()[0]?.model, cores: cpus().length, memoryGiB: totalmem() / 2 ** 30, device: o.device, diffuseDevice: ours.device, referenceDevice: theirs.device, gemmIsa: native().gemmIsa(), referenceIsaCap: referenceIsaCap() },
     threads: o.threads,
     repeats: o.repeats,
     trainRepeats: o.trainRepeats ?? o.repeats,
