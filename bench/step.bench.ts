@@ -4,7 +4,8 @@
  * the batch's longest target; the batches' gradients accumulated), for RNG 1–10 and the 200
  * baby names. Per case: positions computed, step time, peak memory, and achieved GFLOP/s as a
  * fraction of the ceiling measured in the same run: an external BLAS (MKL through torch,
- * OpenBLAS through numpy) on the step's own GEMM shapes and threads (bench/step-cost.ts).
+ * OpenBLAS through numpy) on the step's own GEMM shapes and threads (bench/step-cost.ts; for the
+ * padded layout, at its batches' mean rows).
  *
  *   npx tsx bench/step.bench.ts [--repeats N] [--cases rng:trie,names:trie,…] [--out bench/results/cpu-step.json]
  *
@@ -156,7 +157,7 @@ async function main() {
     }
   const threads = native().threadCount();
   const ceilings = new Map<string, StepCeiling>();
-  for (const r of results) if (!ceilings.has(`${r.task}:${r.layout}`)) ceilings.set(`${r.task}:${r.layout}`, stepCeiling(smollm2, r.positions / r.batches, threads));
+  for (const r of results) if (!ceilings.has(`${r.task}:${r.layout}`)) ceilings.set(`${r.task}:${r.layout}`, stepCeiling(smollm2, Math.round(r.positions / r.batches), threads));
   const rows = results.map((r) => {
     const ceiling = ceilings.get(`${r.task}:${r.layout}`)!;
     return { ...r, ceilingGflops: ceiling.gflops, fractionOfCeiling: r.gflops / ceiling.gflops, ceiling };
