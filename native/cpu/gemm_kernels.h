@@ -71,6 +71,38 @@ inline void widen_panel(const Problem& p, int64_t r0, int64_t r1, int64_t c0, in
     widen_range(p.b_type, static_cast<const char*>(p.b_stored) + r * p.b_row_bytes, c0, c1, dst + (r - r0) * ldd);
 }
 
+// The bytes of columns [c0, c1) of rows [r0, r1) of the stored B, asked for (prefetched) a few
+// cache lines at a time while the micro-kernels run, so that the next widening finds them in
+// cache. The weights are read once a call, too many for the caches, and a sliver's or panel's
+// rows are pieces of longer rows, which the hardware prefetchers do not follow: without this,
+// widening mostly waits on DRAM.
+class StoredPrefetch {
+ public:
+  // Starts on a new range, to be spread over `calls` calls of issue().
+  void start(const Problem& p, int64_t r0, int64_t r1, int64_t c0, int64_t c1, int64_t calls) {
+    const int64_t bv = storage_block_values(p.b_type), bb = storage_block_bytes(p.b_type);
+    base_ = static_cast<const char*>(p.b_stored);
+    row_bytes_ = p.b_row_bytes, from_ = c0 / bv * bb, to_ = (c1 + bv - 1) / bv * bb, row_ = r0;
+    r1_ = r0 < r1 && c0 < c1 ? r1 : r0;
+    line_ = first_line();
+    const int64_t lines = (r1_ - r0) * ((to_ - from_) / 64 + 2);
+    per_call_ = (lines + calls - 1) / (calls > 0 ? calls : 1);
+  }
+  void issue() {
+    for (int64_t n = 0; n < per_call_ && row_ < r1_; ++n) {
+      __builtin_prefetch(reinterpret_cast<const void*>(line_), 0, 3);
+      line_ += 64;
+      if (line_ >= reinterpret_cast<uintptr_t>(base_ + row_ * row_bytes_ + to_) && ++row_ < r1_) line_ = first_line();
+    }
+  }
+
+ private:
+  uintptr_t first_line() const { return reinterpret_cast<uintptr_t>(base_ + row_ * row_bytes_ + from_) & ~uintptr_t{63}; }
+  const char* base_ = nullptr;
+  int64_t row_bytes_ = 0, from_ = 0, to_ = 0, row_ = 0, r1_ = 0, per_call_ = 0;
+  uintptr_t line_ = 0;
+};
+
 // One instruction set's kernels, each run on the calling thread.
 //   packed path: pack_a packs row slivers of A (all K blocks, see packed_a_offset) into a
 //   buffer shared by the tasks; packed computes C[m0:m1, n0:n1] from it, packing each B
@@ -352,6 +384,8 @@ void packed_tile(const Problem& p, const float* apack, int64_t m0, int64_t m1, i
   static_assert(S::NC % NR == 0, "column blocks are whole slivers");
   const int64_t Kt = p.K + p.K2, kc_even = k_block(Kt, S::KC), Mp = round_up(p.M, MR);
   float* widened = bsliver + round_up(kc_even * NR, 16);
+  const int64_t row_slivers = ceil_div(m1 - m0, MR);
+  StoredPrefetch ahead;
   for (int64_t jc = n0; jc < n1; jc += S::NC) {
     const int64_t jc_end = min64(n1, jc + S::NC);
     for (int64_t b = 0, pc = 0; pc < Kt; ++b, pc += kc_even) {
@@ -365,6 +399,10 @@ void packed_tile(const Problem& p, const float* apack, int64_t m0, int64_t m1, i
       if (pc < k1 && p.b_stored && !p.b_nmajor) {
         widen_panel(p, pc, k1, jc, jc_end, widened, ldb1 = S::NC);
         b1 = widened;
+        // The next panel: the next K block of these columns, else the first of the next ones.
+        int64_t nk = pc + kc, nc = jc;
+        if (nk >= p.K) nk = 0, nc = jc + S::NC;
+        ahead.start(p, nk, min64(nk + kc_even, p.K), nc, min64(n1, nc + S::NC), ceil_div(jc_end - jc, NR) * row_slivers);
       } else if (pc < k1 && !p.b_stored) {
         b1 = p.b_nmajor ? p.B + jc * p.ldb + pc : p.B + pc * p.ldb + jc;
       }
@@ -372,14 +410,24 @@ void packed_tile(const Problem& p, const float* apack, int64_t m0, int64_t m1, i
         const int n = static_cast<int>(min64(NR, jc_end - jr));
         if (p.b_stored && p.b_nmajor) {
           pack_b_sliver_stored_nt<V, NR>(p, jr, n, pc, kc, widened, bsliver);
+          // The next sliver: the next one of this K block, else the first of the next K block,
+          // else the first of the next column block.
+          int64_t nr = jr + NR, nk = pc, ne = jc_end;
+          if (nr >= jc_end) {
+            nr = jc, nk = pc + kc;
+            if (nk >= p.K) nr = jc + S::NC, nk = 0, ne = min64(n1, nr + S::NC);
+          }
+          ahead.start(p, nr, min64(nr + NR, ne), nk, min64(nk + kc_even, p.K), row_slivers);
         } else {
           const float* b1r = b1 ? (p.b_nmajor ? b1 + (jr - jc) * ldb1 : b1 + (jr - jc)) : nullptr;
           pack_b_sliver<V, NR>(p, b1r, ldb1, jr, n, pc, kc, bsliver);
         }
         const float* bias = pc == 0 && p.bias ? p.bias + jr : nullptr;
-        for (int64_t ir = m0; ir < m1; ir += MR)
+        for (int64_t ir = m0; ir < m1; ir += MR) {
+          if (p.b_stored) ahead.issue();
           micro_kernel<V, MR, NV>(kc, apack + packed_a_offset(Mp, kc_even, b, kc, ir), bsliver,
                                   p.C + ir * p.ldc + jr, p.ldc, static_cast<int>(min64(MR, m1 - ir)), n, add, bias);
+        }
       }
     }
   }
