@@ -5,6 +5,7 @@
 #include "cpu/simd.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -100,8 +101,6 @@ constexpr int64_t kTasksPerThread = 4;
 // nt with at most this many rows takes the dot path: transposing all of B into packed
 // slivers would cost more than the product itself.
 constexpr int64_t kDotMaxRows = 16;
-// Below this many elements of A, one thread packs it (cheaper than waking the others).
-constexpr int64_t kParallelPackElements = 1 << 17;
 
 // The calling thread's scratch, reused across calls (it only grows). It is allocated before
 // any task is handed out, so running out of memory throws to the GEMM's caller, never inside
@@ -165,10 +164,13 @@ int64_t row_block_rows(const Kernels& k) {
   return rows;
 }
 
-// Packed path: A is packed once, in parallel by row slivers, into a buffer all tasks share;
-// then tasks of (row block, column chunk) each pack their own B slivers. Row blocks stay
-// within row_block_rows(), and are split further only when there are fewer column slivers
-// than threads (each extra row block packs B again).
+// Packed path: A is packed once into a buffer all tasks share; then tasks of (row block,
+// column chunk) each pack their own B slivers. Row blocks stay within row_block_rows(), and
+// are split further only when there are fewer column slivers than threads (each extra row
+// block packs B again). One pool job does both: every task first takes units of A (row
+// sliver, K block) to pack until none are left, then waits for the units other threads took,
+// then computes. So A is packed in parallel at any size, without a job (and a wake-up) of its
+// own, and a thread that joins late finds A packed and goes straight to its tasks.
 void run_packed(const Problem& p, const Kernels& k, int64_t tasks, int64_t threads) {
   const int64_t Kt = p.K + p.K2, kc = gemm_detail::k_block(Kt, k.kc), kblocks = ceil_div(Kt, kc);
   const int64_t Mp = ceil_div(p.M, k.mr) * k.mr, slivers = ceil_div(p.N, k.nr);
@@ -180,16 +182,14 @@ void run_packed(const Problem& p, const Kernels& k, int64_t tasks, int64_t threa
   float* bslivers = apack + apack_floats;
 
   const int64_t row_slivers = Mp / k.mr, units = row_slivers * kblocks;
-  auto pack = [&](int64_t u0, int64_t u1) {
-    for (int64_t u = u0; u < u1; ++u) {
+  std::atomic<int64_t> next_unit{0}, packed_units{0};
+  run_split(p, s, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t t) {
+    for (int64_t u; (u = next_unit.fetch_add(1, std::memory_order_relaxed)) < units;) {
       const int64_t b = u / row_slivers, i = (u % row_slivers) * k.mr;
       k.pack_a(p, i, i + k.mr, b, apack);
+      packed_units.fetch_add(1, std::memory_order_release);
     }
-  };
-  if (tasks > 1 && p.M * Kt >= kParallelPackElements) parallel_for(units, 4, pack);
-  else pack(0, units);
-
-  run_split(p, s, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t t) {
+    while (packed_units.load(std::memory_order_acquire) < units) cpu_pause();
     k.packed(p, apack, m0, m1, n0, n1, bslivers + bsliver_floats * static_cast<size_t>(t));
   });
 }

@@ -53,17 +53,12 @@ class Poller {
     for (int i = 0;; ++i) {
       if (ready()) return true;
       if ((i & 63) == 63 && std::chrono::steady_clock::now() - start > std::chrono::nanoseconds(budget_ns_)) break;
-      pause();
+      cpu_pause();
     }
     return false;
   }
 
  private:
-  static void pause() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-  }
   int64_t budget_ns_ = -1;
   long involuntary_switches_ = 0;
 };

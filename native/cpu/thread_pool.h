@@ -14,6 +14,13 @@ int thread_count();
 // Sets the pool size; <= 0 means all hardware threads (or DIFFUSE_THREADS when set).
 void set_thread_count(int threads);
 
+// Tells the processor this thread is spinning on a flag (x86 PAUSE), between polls.
+inline void cpu_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 // Runs task(i) for every i in [0, n_tasks) across the pool and returns when all are done.
 void parallel_tasks(int64_t n_tasks, const std::function<void(int64_t)>& task);
 
