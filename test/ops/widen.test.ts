@@ -45,4 +45,22 @@ describe('widenRange', () => {
       expect(firstDifference(g.widenRange(type, row, c0, c1), all.subarray(c0, c1))).toBe(-1);
     }
   });
+
+  // The vector copies convert block scales with F16C, which quiets a signalling NaN where the
+  // scalar bit trick keeps it; the scale's product or sum quiets it in both, so the bits agree.
+  const scaleOffsets: Record<string, number[]> = { Q8_0: [0], Q4_0: [0], Q5_0: [0], Q4_1: [0, 2], Q5_1: [0, 2], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208] };
+  const specialHalves = [0x7c01, 0x7d23, 0xfd55, 0x7e00, 0xfe01, 0x7c00, 0xfc00, 0x0001, 0x83ff, 0x0000, 0x8000, 0x7bff];
+  it.each(Object.keys(blockValues) as WeightDtype[])('%s: NaN (signalling and quiet), infinite, subnormal and zero scales', (type) => {
+    const g = native();
+    const r = rng(11);
+    const offsets = scaleOffsets[type];
+    const blocks = specialHalves.length * offsets.length, n = blocks * blockValues[type];
+    const row = Uint8Array.from({ length: blocks * blockBytes[type] }, () => Math.floor(r() * 256));
+    const view = new DataView(row.buffer);
+    for (let b = 0; b < blocks; b++) {
+      const special = specialHalves[b % specialHalves.length], which = Math.floor(b / specialHalves.length);
+      offsets.forEach((o, i) => view.setUint16(b * blockBytes[type] + o, i === which ? special : 0x3c00, true));
+    }
+    expect(firstDifference(g.widenRange(type, row, 0, n), g.dequantize(type, row, n))).toBe(-1);
+  });
 });
