@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <thread>
 
 #include <unistd.h>
 
@@ -189,7 +190,12 @@ void run_packed(const Problem& p, const Kernels& k, int64_t tasks, int64_t threa
       k.pack_a(p, i, i + k.mr, b, apack);
       packed_units.fetch_add(1, std::memory_order_release);
     }
-    while (packed_units.load(std::memory_order_acquire) < units) cpu_pause();
+    // A unit takes a microsecond or two; a longer wait means its thread lost its core (a busy
+    // machine), so give the core up rather than spin through the timeslice it needs.
+    for (int spins = 0; packed_units.load(std::memory_order_acquire) < units; ++spins) {
+      if (spins < 4096) cpu_pause();
+      else std::this_thread::yield();
+    }
     k.packed(p, apack, m0, m1, n0, n1, bslivers + bsliver_floats * static_cast<size_t>(t));
   });
 }
